@@ -1,0 +1,1 @@
+"""Generation in Ray Serve, benchmarks and judges: reasoning accuracy and harmful score."""

@@ -1,0 +1,103 @@
+"""Typed config machinery shared by every layer: strict models, YAML loading and key=value overrides.
+
+Every config in the project is a pydantic model built on `Strict`, so an unknown key, a wrong type
+or an impossible value fails before Ray starts, with the dotted path of the field in the message.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """Bad user input: a config field, a data file or a model path. The CLI exits 2 on it."""
+
+
+class Strict(BaseModel):
+    """Base for all configs: unknown keys are errors, and assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key (check its spelling against `--help` or the README)")
+        else:
+            lines.append(f"{path}: {item['msg']}")
+    return f"invalid config {source}:\n  " + "\n  ".join(lines)
+
+
+def build(model: type[M], data: dict[str, Any], source: str = "") -> M:
+    """Return `model` built from `data`, or raise ConfigError naming every bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source or f"({model.__name__})")) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Return the mapping in a YAML file, or raise ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at its top level")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each `dotted.key=value` applied; values are parsed as YAML."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.learning_rate=1e-4")
+        value = yaml.safe_load(raw) if raw else None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load(model: type[M], path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> M:
+    """Return `model` from a YAML file (or `base`) with overrides applied, validated."""
+    data = read_yaml(path) if path else copy.deepcopy(base or {})
+    data = apply_overrides(data, list(overrides))
+    return build(model, data, source=str(path) if path else "(defaults)")
+
+
+def field_help(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
+    """Return (dotted key, default, help) for every field of `model`, nested sections included."""
+    rows = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(field_help(annotation, key + "."))
+            continue
+        default = "(required)" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        rows.append((key, default, info.description or ""))
+    return rows

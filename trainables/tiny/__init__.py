@@ -1,0 +1,1 @@
+"""The embedded default's tiny reasoning model: tokenizer, architecture, generated tasks and stage 1."""
