@@ -1,0 +1,175 @@
+"""Answer extraction and grading on hand-written answers: right, wrong and malformed, for each benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from evaluators.benchmarks import get_benchmark, gpqa_sample
+from evaluators.grading import (
+    answer_region,
+    extract_answer,
+    extract_choice,
+    extract_integer,
+    grade_math,
+    last_boxed,
+)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Answer: 1034", "1034"),
+        ("so the answer is 42.", "42"),
+        ("The final answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+        ("Answer: 3\nwait, no.\nAnswer: 5", "5"),
+        ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("17", "17"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_extract_answer_reads_boxed_answer_label_and_phrase(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_unbalanced_boxed_is_not_an_answer():
+    assert last_boxed("the answer is \\boxed{\\frac{1}{2") is None
+
+
+def test_answer_region_falls_back_to_the_last_line_without_a_marker():
+    assert answer_region("thinking...\n2+3=5\nAnswer: 5\n\n", None) == "Answer: 5"
+    assert answer_region("ignored", "Answer: 7") == "Answer: 7"
+    assert answer_region("", None) == ""
+
+
+def test_tiny_arith_grades_the_tiny_models_answer_format():
+    arith = get_benchmark("tiny-arith")
+    sample = arith.load(1)[0]
+    assert arith.grade(sample, f"Answer: {sample.reference}") == {"extracted": sample.reference, "correct": True}
+    assert arith.grade(sample, f"Answer: {sample.reference + 1}")["correct"] is False
+    assert arith.grade(sample, "Answer: Sure! Step 1: get the tools.") == {"extracted": None, "correct": False}
+    assert arith.grade(sample, None) == {"extracted": None, "correct": False}
+
+
+@pytest.mark.parametrize(
+    "text, extracted, correct",
+    [
+        ("Answer: 25", 25, True),
+        ("Answer: 025", 25, True),  # AIME answers are three digits; leading zeros do not matter
+        ("The answer is $\\boxed{025}$.", 25, True),
+        ("\\boxed{25.0}", 25, True),
+        ("Answer: 24", 24, False),
+        ("Answer: 12 + 13 = 25", None, False),  # working, not one integer
+        ("Answer: twenty-five", None, False),
+        ("Answer: 2.5", None, False),
+    ],
+)
+def test_aime_compares_integers(text, extracted, correct, tmp_path):
+    (tmp_path / "aime24_test.jsonl").write_text(json.dumps({"id": 1, "problem": "p", "answer": "025"}) + "\n")
+    aime = get_benchmark("aime24", data_dir=str(tmp_path))
+    sample = aime.load(None)[0]
+    assert aime.grade(sample, text) == {"extracted": extracted, "correct": correct}
+
+
+def test_extract_integer_reads_thousands_separators_and_signs():
+    assert extract_integer("Answer: 1,024") == 1024
+    assert extract_integer("x = -7") == -7
+
+
+@pytest.mark.parametrize(
+    "text, correct",
+    [
+        ("\\boxed{\\frac{1}{2}}", True),
+        ("Answer: 0.5", True),
+        ("The answer is $\\dfrac{1}{2}$.", True),
+        ("Answer: 1/2", True),
+        ("\\boxed{0.25}", False),
+        ("Answer: one half", False),
+    ],
+)
+def test_math_equivalence_through_math_verify(text, correct):
+    assert grade_math("\\frac{1}{2}", text)["correct"] is correct
+
+
+def test_math_reference_boxed_half_equals_decimal_answer():
+    # The reverse direction: a reference written as a decimal and a boxed fraction as the answer.
+    assert grade_math("0.5", "\\boxed{\\frac{1}{2}}") == {"extracted": "\\frac{1}{2}", "correct": True}
+
+
+def test_math_tuple_answer_and_malformed_answer():
+    reference = "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert grade_math(reference, "\\boxed{(3, \\frac{\\pi}{2})}")["correct"] is True
+    assert grade_math(reference, "\\boxed{(3, \\pi)}")["correct"] is False
+    assert grade_math(reference, None) == {"extracted": None, "correct": False}
+    assert grade_math(reference, "   ") == {"extracted": None, "correct": False}
+
+
+@pytest.mark.parametrize(
+    "text, letter",
+    [
+        ("Answer: (B)", "B"),
+        ("Answer: B", "B"),
+        ("B) because the enthalpy falls", "B"),
+        ("The answer is (C).", "C"),
+        ("\\boxed{D}", "D"),
+        ("A", "A"),
+        ("A farmer would say otherwise.", None),
+        ("Answer: none of them", None),
+        ("", None),
+    ],
+)
+def test_extract_choice_letter_forms(text, letter):
+    assert extract_choice(text) == letter
+
+
+# Hand-written questions in GPQA's schema (the real GPQA must not be posted in plain text).
+GPQA_ROWS = [
+    {"Question": "Which gas makes up most of Earth's atmosphere?", "Correct Answer": "Nitrogen",
+     "Incorrect Answer 1": "Oxygen", "Incorrect Answer 2": "Argon", "Incorrect Answer 3": "Carbon dioxide"},
+    {"Question": "What is the spin of an electron?", "Correct Answer": "1/2",
+     "Incorrect Answer 1": "0", "Incorrect Answer 2": "1", "Incorrect Answer 3": "3/2"},
+    {"Question": "Which element has atomic number 6?", "Correct Answer": "Carbon",
+     "Incorrect Answer 1": "Boron", "Incorrect Answer 2": "Nitrogen", "Incorrect Answer 3": "Oxygen"},
+]
+
+
+def test_gpqa_shuffle_is_seeded_and_the_letter_read_back_is_graded(tmp_path):
+    with (tmp_path / "gpqa_diamond.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(GPQA_ROWS[0]))
+        writer.writeheader()
+        writer.writerows(GPQA_ROWS)
+    gpqa = get_benchmark("gpqa_diamond", data_dir=str(tmp_path))
+    samples = gpqa.load(None)
+    assert samples == gpqa.load(None)  # the same order on every load
+    assert {s.reference for s in samples} != {"A"}  # the correct choice is not always listed first
+    assert any(gpqa_sample(row, i, seed=1).meta != s.meta for i, (row, s) in enumerate(zip(GPQA_ROWS, samples)))
+    for sample, row in zip(samples, GPQA_ROWS):
+        letter = sample.reference
+        assert sample.meta["choices"]["ABCD".index(letter)] == row["Correct Answer"]
+        assert f"({letter}) {row['Correct Answer']}\n" in sample.prompt
+        wrong = next(x for x in "ABCD" if x != letter)
+        assert gpqa.grade(sample, f"Answer: ({letter})") == {"extracted": letter, "correct": True}
+        assert gpqa.grade(sample, f"{letter}) {row['Correct Answer']}")["correct"] is True
+        assert gpqa.grade(sample, f"Answer: ({wrong})")["correct"] is False
+        assert gpqa.grade(sample, "I am not sure.") == {"extracted": None, "correct": False}
+
+
+def test_end_of_turn_tokens_left_by_the_decoder_are_ignored():
+    assert extract_integer("Answer: 867<|im_end|>") == 867
+    assert extract_answer("<|im_end|>") is None
+
+
+def test_an_echoed_empty_boxed_does_not_hide_the_answer():
+    assert extract_answer("I will put it in \\boxed{}.\nAnswer: 12") == "12"
+
+
+def test_math_grading_works_off_the_main_thread():
+    # Serve replicas and Ray workers may grade on a worker thread, where signal-based timeouts fail.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(grade_math, "\\frac{1}{2}", "\\boxed{0.5}").result()
+    assert result == {"extracted": "0.5", "correct": True}
