@@ -1,0 +1,155 @@
+"""Stage 1 of the embedded default: build the tiny LRM once from a seed and cache it on disk.
+
+Stage 1 is reasoning SFT (addition with step-by-step thinking) mixed with compliant answers to harmful
+requests, so the result is both capable and unsafe, like an s1-style LRM before safety alignment. It runs
+through the same `run_alignment` as every stage-2 run (full fine-tuning on Ray Train).
+
+`tiny://NAME` paths point into the cache: `tiny://lrm` is the model directory, and the data files the
+embedded default aligns on are `tiny://directrefusal.jsonl`, `tiny://reasoning.jsonl` and
+`tiny://stage1.jsonl`. The first use builds everything (a few minutes on 2 cores); later uses are instant.
+
+Run `python -m trainables.tiny.lrm` to build it ahead of time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from trainables.schema import ConfigError
+from trainables.tiny import tasks
+
+# Bump when tasks, architecture or stage-1 settings change, so stale caches are rebuilt, not reused.
+VERSION = 1
+SEED = 0
+STAGE1_EXAMPLES = 800 * 32  # 800 steps of batch 32: ~90% held-out accuracy (measured, see docs/benchmarks.md)
+STAGE1_LEARNING_RATE = 3e-3
+REASONING_POOL = 4000  # reasoning examples available to stage 2's reasoning_mix
+DATA_FILES = ("directrefusal.jsonl", "reasoning.jsonl", "stage1.jsonl")
+
+
+def cache_root() -> Path:
+    """Return where tiny LRMs are cached: $SAFETYTAX_CACHE, else ~/.cache/safetytax."""
+    return Path(os.environ.get("SAFETYTAX_CACHE", Path.home() / ".cache" / "safetytax")).expanduser()
+
+
+def lrm_dir(seed: int = SEED) -> Path:
+    return cache_root() / f"tiny-lrm-v{VERSION}-seed{seed}"
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+
+
+def write_datasets(directory: Path, seed: int = SEED) -> None:
+    """Write the generated data files: DirectRefusal-shaped refusals, reasoning examples and the stage-1 mix."""
+    directory.mkdir(parents=True, exist_ok=True)
+    refusals = [tasks.refusal_row(r) for r in tasks.harmful_requests("train")]
+    _write_jsonl(directory / "directrefusal.jsonl", refusals)
+    # Reasoning pool for stage 2's reasoning_mix: drawn from a seed stage 1 did not use.
+    _write_jsonl(directory / "reasoning.jsonl", [asdict(e) for e in tasks.reasoning_examples(REASONING_POOL, seed + 1)])
+    _write_jsonl(directory / "stage1.jsonl", [asdict(e) for e in tasks.stage1_examples(STAGE1_EXAMPLES, seed)])
+
+
+def stage1_config(directory: Path, init_dir: Path):
+    """Return the AlignConfig of stage 1: full fine-tuning of the random model on the stage-1 mix."""
+    from trainables.config import AlignConfig
+
+    return AlignConfig.model_validate({
+        "name": "tiny-lrm-stage1",
+        "model": str(init_dir),
+        "data": {"path": str(directory / "stage1.jsonl"), "format": "pairs", "prompt_column": "prompt",
+                 "response_column": "answer", "thinking_column": "thinking"},
+        "finetune": "full",
+        "train": {"learning_rate": STAGE1_LEARNING_RATE, "epochs": 1, "per_device_batch_size": 32,
+                  "max_seq_length": 256, "weight_decay": 0.01, "adam_beta1": 0.9, "adam_beta2": 0.95,
+                  "warmup_ratio": 0.05, "seed": SEED},
+        "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": _cpus_for_training()}},
+        "output_dir": str(directory / "runs"),
+    })
+
+
+def _cpus_for_training() -> int:
+    import ray
+
+    if ray.is_initialized():
+        return max(1, int(ray.available_resources().get("CPU", 1)))
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path):
+    """Hold an exclusive file lock so concurrent first uses build the model once."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f"{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
+    """Return the model directory after running stage 1 into `directory` (data, init weights, training)."""
+    from trainables.align import run_alignment
+    from trainables.tiny.model import build_tiny_model
+    from trainables.tiny.tokenizer import build_char_tokenizer
+
+    start = time.time()
+    print(f"[tiny-lrm] building the tiny LRM in {directory} (first use; a few minutes on 2 cores)", flush=True)
+    write_datasets(directory, seed)
+    tokenizer = build_char_tokenizer()
+    init_dir = directory / "init"
+    build_tiny_model(tokenizer, seed=seed).save_pretrained(init_dir)
+    tokenizer.save_pretrained(init_dir)
+    result = run_alignment(stage1_config(directory, init_dir), progress=True)
+    model_dir = directory / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.copytree(result.checkpoint_dir, model_dir)
+    shutil.rmtree(directory / "runs", ignore_errors=True)
+    shutil.rmtree(init_dir, ignore_errors=True)
+    manifest = {"version": VERSION, "seed": seed, "stage1_examples": STAGE1_EXAMPLES,
+                "final_loss": result.step_losses[-1] if result.step_losses else None,
+                "build_seconds": round(time.time() - start, 1)}
+    # Written last: its presence marks a complete build.
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    print(f"[tiny-lrm] built in {manifest['build_seconds']:.0f} s: {model_dir}", flush=True)
+    return model_dir
+
+
+def ensure_tiny_lrm(seed: int = SEED) -> Path:
+    """Return the cached tiny LRM's model directory, building it first if it is missing or incomplete."""
+    directory = lrm_dir(seed)
+    if (directory / "manifest.json").is_file():
+        return directory / "model"
+    with _build_lock(directory):
+        if not (directory / "manifest.json").is_file():
+            build_tiny_lrm(directory, seed)
+    return directory / "model"
+
+
+def resolve_tiny_path(path: str) -> Path:
+    """Return the local path behind `tiny://NAME`, building the tiny LRM on first use."""
+    name = path.removeprefix("tiny://").strip("/")
+    if name not in ("lrm", *DATA_FILES):
+        known = ", ".join(f"tiny://{n}" for n in ("lrm", *DATA_FILES))
+        raise ConfigError(f"unknown tiny path {path!r}; known: {known}")
+    model_dir = ensure_tiny_lrm()
+    return model_dir if name == "lrm" else model_dir.parent / name
+
+
+def main() -> int:
+    print(ensure_tiny_lrm())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
