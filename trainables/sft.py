@@ -1,0 +1,277 @@
+"""The supervised fine-tuning loop in plain torch, shared by Ray Train workers and in-process runs.
+
+Nothing here imports Ray: the same loop runs in a Ray Train worker (which wraps the model for data
+parallelism and reports to Ray) and in `train_in_process` (benchmarks, GPU checks without a cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from trainables.config import AlignConfig
+from trainables.formats import IGNORE_INDEX, Example, get_format, tokenize_example
+from trainables.schema import ConfigError
+
+TRAINING_LOG = "training_log.json"  # written into every checkpoint, so a checkpoint says how it was made
+Features = list[dict[str, list[int]]]
+
+
+@dataclass
+class TrainLog:
+    """What one training run did: the loss of every optimiser step and a summary of every epoch."""
+
+    num_examples: int
+    world_size: int
+    total_steps: int
+    step_losses: list[float] = field(default_factory=list)
+    epoch_metrics: list[dict] = field(default_factory=list)
+
+    def write(self, directory: Path) -> None:
+        (Path(directory) / TRAINING_LOG).write_text(json.dumps(asdict(self), indent=1))
+
+
+def read_training_log(directory: str | Path) -> TrainLog:
+    """Return the TrainLog saved in a checkpoint directory."""
+    return TrainLog(**json.loads((Path(directory) / TRAINING_LOG).read_text()))
+
+
+def tokenize_examples(tokenizer, examples: list[Example], reasoning_format: str, max_seq_length: int) -> Features:
+    """Return input_ids and labels (prompt masked) of every example; raise ConfigError if none has a reply token.
+
+    Examples whose prompt alone fills max_seq_length teach nothing (every label is masked) and make
+    the mean loss NaN, so they are dropped.
+    """
+    fmt = get_format(reasoning_format)
+    features = [tokenize_example(tokenizer, ex, fmt, max_seq_length) for ex in examples]
+    trainable = [f for f in features if any(label != IGNORE_INDEX for label in f["labels"])]
+    if not trainable:
+        raise ConfigError(f"train.max_seq_length={max_seq_length} cuts every example before its reply starts; "
+                          f"raise train.max_seq_length")
+    return trainable
+
+
+def collate(features: Features, pad_id: int) -> dict[str, torch.Tensor]:
+    """Return a right-padded batch: pad positions get pad_id, attention 0 and label IGNORE_INDEX."""
+    width = max(len(f["input_ids"]) for f in features)
+    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, f in enumerate(features):
+        n = len(f["input_ids"])
+        input_ids[row, :n] = torch.tensor(f["input_ids"])
+        labels[row, :n] = torch.tensor(f["labels"])
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def load_tokenizer(model_path: str, trust_remote_code: bool = False):
+    """Return the model's tokenizer with a pad token (EOS stands in when the model has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """Return bf16 on GPUs and float32 elsewhere (CPUs have no fast bf16 matmul path to rely on)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_model(model_path: str, cfg: AlignConfig, device: torch.device) -> torch.nn.Module:
+    """Return the base model on `device`, wrapped with a fresh LoRA adapter when cfg.finetune is lora."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=compute_dtype(device), trust_remote_code=cfg.trust_remote_code
+    ).to(device)
+    return prepare_for_training(model, cfg)
+
+
+def prepare_for_training(model: torch.nn.Module, cfg: AlignConfig) -> torch.nn.Module:
+    """Return `model` ready for the loop: cache off, gradient checkpointing if asked, LoRA adapter if lora."""
+    model.config.use_cache = False
+    if cfg.train.gradient_checkpointing and not cfg.train.fsdp:  # FSDP wraps decoder layers itself
+        # transformers 5.2x renamed it; older 5.x (as on the GPU image) has only the old name.
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+    if cfg.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(cfg.train.seed)  # same adapter initialisation on every worker
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    return model
+
+
+def build_optimizer(model: torch.nn.Module, cfg: AlignConfig) -> torch.optim.AdamW:
+    """Return AdamW over the trainable parameters; biases and norm weights are not decayed."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        # By name, not shape: FSDP flattens the parameters it shards.
+        if param.requires_grad:
+            (no_decay if name.endswith("bias") or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    betas = (cfg.train.adam_beta1, cfg.train.adam_beta2)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.train.learning_rate, betas=betas)
+
+
+def steps_per_epoch(num_examples: int, world_size: int, cfg: AlignConfig) -> int:
+    """Return optimiser steps per epoch on each worker (DistributedSampler pads the shards to equal size)."""
+    batches = math.ceil(math.ceil(num_examples / world_size) / cfg.train.per_device_batch_size)
+    return math.ceil(batches / cfg.train.gradient_accumulation_steps)
+
+
+def _micro_batch_groups(loader, size: int):
+    iterator = iter(loader)
+    while group := list(islice(iterator, size)):
+        yield group
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def run_training(
+    model: torch.nn.Module,
+    features: Features,
+    cfg: AlignConfig,
+    *,
+    device: torch.device,
+    pad_id: int,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    on_step: Callable[[dict], None] | None = None,
+    on_epoch_end: Callable[[TrainLog, bool], None] | None = None,
+) -> TrainLog:
+    """Return the TrainLog of SFT on `features`; this worker trains on its 1/world_size shard of each epoch.
+
+    `on_step(metrics)` runs after every optimiser step and `on_epoch_end(log, is_last)` after every
+    epoch on every worker, so that callers can report and save collectively.
+    """
+    train = cfg.train
+    sampler = DistributedSampler(features, num_replicas=world_size, rank=rank, shuffle=True, seed=train.seed)
+    loader = DataLoader(features, batch_size=train.per_device_batch_size, sampler=sampler,
+                        collate_fn=partial(collate, pad_id=pad_id))
+    per_epoch = steps_per_epoch(len(features), world_size, cfg)
+    total_steps = min(train.epochs * per_epoch, train.max_steps or math.inf)
+    optimizer = build_optimizer(model, cfg)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(train.scheduler, optimizer,
+                              num_warmup_steps=round(train.warmup_ratio * total_steps), num_training_steps=total_steps)
+    autocast = (partial(torch.autocast, "cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext)
+    distributed = world_size > 1 and torch.distributed.is_initialized()
+    log = TrainLog(num_examples=len(features), world_size=world_size, total_steps=total_steps)
+    log_every = max(1, total_steps // 25)
+    torch.manual_seed(train.seed + rank)  # dropout masks differ across workers, as their data does
+
+    model.train()
+    step = 0
+    for epoch in range(math.ceil(total_steps / per_epoch)):
+        sampler.set_epoch(epoch)
+        epoch_start, epoch_losses, epoch_tokens = time.perf_counter(), [], 0.0
+        for group in _micro_batch_groups(loader, train.gradient_accumulation_steps):
+            step_start = time.perf_counter()
+            # loss, input tokens (padding excluded), examples of this step on this worker; summed over workers below
+            totals = torch.zeros(3, device=device, dtype=torch.float64)
+            for index, batch in enumerate(group):
+                batch = {key: value.to(device) for key, value in batch.items()}
+                # Gradients are all-reduced once per optimiser step, on the last micro-batch only.
+                is_last = index == len(group) - 1
+                wrapped = isinstance(model, (DistributedDataParallel, FullyShardedDataParallel))
+                sync = model.no_sync() if wrapped and not is_last else contextlib.nullcontext()
+                with sync:
+                    with autocast():
+                        loss = model(**batch).loss / len(group)
+                    loss.backward()
+                totals += torch.stack([loss.detach().double(), batch["attention_mask"].sum().double(),
+                                       torch.tensor(len(batch["input_ids"]), device=device, dtype=torch.float64)])
+            if train.max_grad_norm is not None:
+                if isinstance(model, FullyShardedDataParallel):  # the norm spans every shard
+                    model.clip_grad_norm_(train.max_grad_norm)
+                else:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
+            learning_rate = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if distributed:
+                torch.distributed.all_reduce(totals)
+            step += 1
+            seconds = time.perf_counter() - step_start
+            loss_value, tokens, examples = totals.tolist()
+            loss_value /= world_size
+            metrics = {"step": step, "epoch": epoch + 1, "loss": loss_value, "learning_rate": learning_rate,
+                       "tokens_per_s": tokens / seconds, "examples_per_s": examples / seconds}
+            log.step_losses.append(loss_value)
+            epoch_losses.append(loss_value)
+            epoch_tokens += tokens
+            if progress and rank == 0 and (step % log_every == 0 or step == total_steps):
+                print(f"step {step}/{total_steps}  epoch {epoch + 1}  loss {loss_value:.4f}  "
+                      f"lr {learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s", flush=True)
+            if on_step:
+                on_step(metrics)
+            if step == total_steps:
+                break
+        seconds = time.perf_counter() - epoch_start
+        log.epoch_metrics.append({"epoch": epoch + 1, "steps": len(epoch_losses),
+                                  "epoch_loss": sum(epoch_losses) / len(epoch_losses),
+                                  "tokens_per_s": epoch_tokens / seconds, "epoch_seconds": seconds})
+        if on_epoch_end:
+            on_epoch_end(log, step == total_steps)
+    return log
+
+
+def save_checkpoint(model: torch.nn.Module, tokenizer, directory: str | Path, cfg: AlignConfig, log: TrainLog,
+                    rank: int = 0) -> None:
+    """Write an HF-format checkpoint on rank 0: a peft adapter for LoRA, weights plus tokenizer for full.
+
+    Call it on every rank: with FSDP the full state dict is gathered collectively first.
+    """
+    state_dict = None
+    if isinstance(model, FullyShardedDataParallel):
+        from trainables.fsdp import full_state_dict
+
+        state_dict = full_state_dict(model)
+        model = model.module
+    if rank != 0:
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _unwrapped(model).save_pretrained(directory, state_dict=state_dict)
+    if cfg.finetune == "full":
+        tokenizer.save_pretrained(directory)
+    log.write(directory)
+
+
+def train_in_process(cfg: AlignConfig, features: Features, model_path: str, *, checkpoint_dir: str | Path | None = None,
+                     progress: bool = True) -> tuple[torch.nn.Module, TrainLog]:
+    """Return (trained model, TrainLog) of one worker's loop run here, without Ray; saves when checkpoint_dir is set.
+
+    Used by the throughput benchmark and by GPU checks; `run_alignment` is the product path.
+    """
+    device = torch.device("cuda" if cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
+    model = load_model(model_path, cfg, device)
+    log = run_training(model, features, cfg, device=device, pad_id=tokenizer.pad_token_id, progress=progress)
+    if checkpoint_dir is not None:
+        save_checkpoint(model, tokenizer, checkpoint_dir, cfg, log)
+    return model, log
