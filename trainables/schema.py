@@ -7,6 +7,7 @@ or an impossible value fails before Ray starts, with the dotted path of the fiel
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,14 +90,23 @@ def load(model: type[M], path: str | Path | None, overrides: list[str] = (), bas
     return build(model, data, source=str(path) if path else "(defaults)")
 
 
+def _nested_model(annotation) -> type[BaseModel] | None:
+    """Return the config model inside `annotation` (`Model` or `Model | None`), else None."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def field_help(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
     """Return (dotted key, default, help) for every field of `model`, nested sections included."""
     rows = []
     for name, info in model.model_fields.items():
         key = f"{prefix}{name}"
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.extend(field_help(annotation, key + "."))
+        nested = _nested_model(info.annotation)
+        if nested is not None:
+            rows.extend(field_help(nested, key + "."))
             continue
         default = "(required)" if info.is_required() else repr(info.get_default(call_default_factory=True))
         rows.append((key, default, info.description or ""))
