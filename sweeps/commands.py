@@ -1,0 +1,133 @@
+"""The `sweep` and `pareto` subcommands of `safetytax`.
+
+`safetytax sweep [CONFIG] [key=value ...] [--resume]` runs a sweep file (the embedded tiny.yaml when
+CONFIG is omitted); `safetytax pareto` prints the front recorded in MLflow and the plot's path.
+Bad input raises ConfigError, which the CLI turns into exit code 2 before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sweeps.spec import TINY_SPEC, SweepSpec, load_spec
+from trainables.schema import ConfigError
+
+
+def register(subparsers) -> None:
+    """Add the `sweep` and `pareto` subcommands to the `safetytax` parser."""
+    sweep = subparsers.add_parser(
+        "sweep", help="Search safety-alignment settings with Ray Tune + Optuna; log the Pareto front to MLflow.",
+        description="Run a sweep file. Without CONFIG, runs the embedded default (sweeps/tiny.yaml): the tiny "
+                    "reasoning model's Safety Tax on a laptop CPU.")
+    sweep.add_argument("items", nargs="*", metavar="[CONFIG] [key=value]",
+                       help="A sweep YAML file (optional, first), then dotted overrides such as num_samples=4 or "
+                            "search_space.train.epochs.int=[1,2].")
+    sweep.add_argument("--resume", action="store_true",
+                       help="Continue the interrupted sweep of the same name and storage_path: finished trials "
+                            "are not run again and their MLflow runs are reused.")
+    sweep.add_argument("--quiet", action="store_true", help="Print only one line per finished trial, not "
+                                                            "Tune's live table.")
+    sweep.set_defaults(func=sweep_command)
+
+    pareto = subparsers.add_parser(
+        "pareto", help="Print a sweep's Pareto front from MLflow and the path of its plot.",
+        description="Read the newest sweep of an MLflow experiment and print every trial, the front marked.")
+    pareto.add_argument("--experiment", default=None,
+                        help="MLflow experiment of the sweep; default: the embedded default's (safetytax-tiny).")
+    pareto.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI; default: sqlite:///mlflow.db in the working directory.")
+    pareto.set_defaults(func=pareto_command)
+
+
+def split_items(items: list[str]) -> tuple[str | None, list[str]]:
+    """Return (CONFIG or None, overrides) from the positional words of `safetytax sweep`."""
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    stray = [item for item in items if "=" not in item]
+    if stray:
+        raise ConfigError(f"sweep: {stray[0]!r} is neither the first argument (CONFIG) nor a key=value override")
+    return None, items
+
+
+def sweep_spec(args: argparse.Namespace) -> SweepSpec:
+    """Return the validated spec the command line names (CONFIG and overrides)."""
+    config, overrides = split_items(args.items)
+    if config is not None and not Path(config).is_file():
+        raise ConfigError(f"sweep: config file {config} does not exist (omit it to run the embedded default)")
+    return load_spec(config, overrides)
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """Run or resume the sweep; return 0 when every trial ran, 130 when interrupted (resumable)."""
+    spec = sweep_spec(args)
+    from sweeps.runner import run_sweep
+
+    outcome = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)
+    print_front(outcome.trials, outcome.front, spec.directions(), list(spec.search_space), outcome.base)
+    print(f"hypervolume: {outcome.hypervolume:.1f} (reference "
+          + ", ".join(f"{k}={v:g}" for k, v in spec.reference_point().items()) + ")")
+    print(f"plot: {outcome.plot}")
+    print(f"runs: mlflow ui --backend-store-uri {outcome.tracking_uri}  (experiment {spec.experiment_name})")
+    if not outcome.finished:
+        again = " ".join(["safetytax sweep", *args.items, "--resume"])
+        print(f"the sweep stopped early; continue it with: {again}")
+        return 130
+    return 0
+
+
+def print_front(trials: list[dict], front: list[int], directions: dict[str, str], searched: list[str],
+                base: dict[str, float]) -> None:
+    """Print every trial as a table, front first and marked with *, then the base model's point."""
+    on_front = set(front)
+    columns = ["", "trial", *directions, *searched, "status"]
+    rows = []
+    for i in sorted(range(len(trials)), key=lambda i: (i not in on_front, i)):
+        t = trials[i]
+        scores = [f"{t[n]:.1f}" if n in t else "-" for n in directions]
+        rows.append(["*" if i in on_front else "", t["trial_id"], *scores,
+                     *(str(t["params"].get(p)) for p in searched),
+                     t["status"] + (f": {t['error']}" if t.get("error") else "")])
+    if base:
+        rows.append(["", "base model", *(f"{base[n]:.1f}" if n in base else "-" for n in directions),
+                     *("-" for _ in searched), "reference"])
+    widths = [max(len(str(r[c])) for r in [columns, *rows]) for c in range(len(columns) - 1)]
+    for row in [columns, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1]))
+    print(f"{len(front)} of {len(trials)} trials on the Pareto front (*)")
+
+
+def pareto_command(args: argparse.Namespace) -> int:
+    """Print the newest sweep's front in an experiment and the path of its plot."""
+    from sweeps import tracking
+    from sweeps.plots import front_png
+    from sweeps.report import PLOT_PNG, SweepLayout, base_point, trial_records
+    from sweeps.pareto import pareto_front
+    from trainables.schema import read_yaml
+
+    defaults = read_yaml(TINY_SPEC).get("mlflow", {})
+    uri = args.tracking_uri or defaults.get("tracking_uri", "sqlite:///mlflow.db")
+    experiment = args.experiment or defaults.get("experiment") or "tiny"
+    resolved = tracking.resolve_tracking_uri(uri)
+    if resolved.startswith("sqlite:///") and not Path(resolved[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"pareto: no MLflow store at {uri}; run `safetytax sweep` first or pass --tracking-uri")
+    client = tracking.client(tracking.check_tracking_uri(uri))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ConfigError(f"pareto: no experiment {experiment!r} in {tracking.redact_uri(uri)}; pass --experiment")
+    parent = tracking.latest_sweep_run(client, found.experiment_id)
+    if parent is None:
+        raise ConfigError(f"pareto: experiment {experiment!r} holds no sweep yet; run `safetytax sweep` first")
+    layout = SweepLayout.from_params(parent.data.params)
+    trials = trial_records(client, found.experiment_id, parent.info.run_id, layout)
+    front = pareto_front(trials, layout.directions)
+    base = base_point(parent.data.metrics)
+    print(f"sweep run {parent.info.run_id} ({parent.info.run_name}, {parent.info.status})")
+    print_front(trials, front, layout.directions, layout.searched, base)
+    plot = tracking.artifact_local_path(client, parent.info.run_id, PLOT_PNG)
+    if plot is None or parent.info.status == "RUNNING":
+        # The sweep has not logged its final plot yet: draw the current front here.
+        plot = front_png(trials, front, layout.directions, Path.cwd() / f"pareto_front-{experiment}.png",
+                         base=base, title=f"{experiment} (in progress)")
+    print(f"plot: {plot}")
+    return 0

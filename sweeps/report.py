@@ -1,0 +1,106 @@
+"""The sweep's front as MLflow shows it: trial records from the child runs, tags, plots, CSV and hypervolume.
+
+MLflow is the source of truth: a resumed sweep, or `safetytax pareto` long after, rebuilds the same
+front from the child runs. Only FINISHED trials are candidates; failed ones are listed, never plotted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeps import tracking
+from sweeps.pareto import hypervolume, pareto_front
+from sweeps.plots import front_html, front_png
+from sweeps.spec import SweepSpec
+
+PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"
+
+
+@dataclass
+class SweepLayout:
+    """What the front needs to know about a sweep: objectives with directions, the reference point, searched fields."""
+
+    directions: dict[str, str]
+    reference: dict[str, float]
+    searched: list[str]
+
+    @classmethod
+    def from_spec(cls, spec: SweepSpec) -> SweepLayout:
+        return cls(spec.directions(), spec.reference_point(), list(spec.search_space))
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> SweepLayout:
+        """Return the layout of a sweep from its parent run's params (the flattened spec)."""
+        objectives = json.loads(params["objectives"])
+        directions = {o["name"]: o["direction"] for o in objectives}
+        reference = {o["name"]: o["reference"] if o.get("reference") is not None
+                     else (100.0 if o["direction"] == "min" else 0.0) for o in objectives}
+        searched = []
+        for key, value in params.items():
+            head, _, kind = key.rpartition(".")
+            if key.startswith("search_space.") and value != "null" and head[len("search_space."):] not in searched:
+                searched.append(head[len("search_space."):])
+        return cls(directions, reference, searched)
+
+
+def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepLayout) -> list[dict]:
+    """Return one record per child run: trial id, status, objective values (finished runs only), params, error."""
+    records = []
+    for run in tracking.trial_runs(client, experiment_id, parent_run_id):
+        tags, metrics = run.data.tags, run.data.metrics
+        record = {"trial_id": tags.get(tracking.TRIAL_ID_TAG, ""), "run_id": run.info.run_id,
+                  "status": run.info.status, "params": {p: run.data.params.get(p) for p in layout.searched},
+                  "checkpoint_dir": tags.get("checkpoint_dir", "")}
+        if run.info.status == "FINISHED":
+            record.update({name: metrics[name] for name in layout.directions if name in metrics})
+        if tags.get(tracking.ERROR_TAG):
+            record["error"] = tags[tracking.ERROR_TAG].strip().splitlines()[-1]
+        records.append(record)
+    return records
+
+
+def _write_csv(path: Path, trials: list[dict], front: list[int], layout: SweepLayout) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["trial_id", "run_id", *layout.directions, *layout.searched, "checkpoint_dir"])
+        for i in front:
+            t = trials[i]
+            writer.writerow([t["trial_id"], t["run_id"], *(t[n] for n in layout.directions),
+                             *(t["params"].get(p) for p in layout.searched), t["checkpoint_dir"]])
+    return path
+
+
+def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[dict], base: dict[str, float],
+                 title: str) -> tuple[list[int], float, Path | None]:
+    """Tag every child run, log the plots, CSV and hypervolume to the parent; return (front, hypervolume, plot path)."""
+    front = pareto_front(trials, layout.directions)
+    on_front = set(front)
+    for i, trial in enumerate(trials):
+        client.set_tag(trial["run_id"], tracking.PARETO_TAG, "true" if i in on_front else "false")
+    volume = hypervolume([trials[i] for i in front], layout.directions, layout.reference)
+    finished = sum(t["status"] == "FINISHED" for t in trials)
+    tracking.log_metrics(client, parent_run_id, {
+        "hypervolume": volume, "front_size": len(front), "trials_finished": finished,
+        "trials_failed": sum(t["status"] == "FAILED" for t in trials)})
+    client.set_tag(parent_run_id, "hypervolume_reference",
+                   ", ".join(f"{k}={v:g}" for k, v in layout.reference.items()))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files = [
+            front_png(trials, front, layout.directions, folder / PLOT_PNG, base=base, title=title),
+            front_html(trials, front, layout.directions, folder / PLOT_HTML, base=base, title=title),
+            _write_csv(folder / FRONT_CSV, trials, front, layout),
+        ]
+        for path in files:
+            tracking.log_artifact(client, parent_run_id, path)
+    return front, volume, tracking.artifact_local_path(client, parent_run_id, PLOT_PNG)
+
+
+def base_point(params_metrics: dict[str, float]) -> dict[str, float]:
+    """Return the base model's metrics from a parent run's metrics (logged as base_model/NAME)."""
+    prefix = "base_model/"
+    return {k[len(prefix):]: v for k, v in params_metrics.items() if k.startswith(prefix)}

@@ -1,0 +1,244 @@
+"""Run a sweep: check everything, start the evaluator once, search with Tune + Optuna, and log the front to MLflow.
+
+Order matters for the user: the spec, the tracking store, the resume state and the data are checked
+before Ray starts; the base model is evaluated once (the front's reference point, "epoch 0"); then
+Tune runs the trials; at the end (or after Ctrl-C) the Pareto front of every finished trial is
+computed from MLflow, the source of truth across resumes, and logged to the parent run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray import tune
+
+from sweeps import tracking
+from sweeps.report import SweepLayout, base_point, record_front, trial_records
+from sweeps.search_space import apply_point, build_searcher, tune_param_space
+from sweeps.spec import SweepSpec
+from sweeps.trial import TrialContext, result_metrics, run_trial
+from trainables.schema import ConfigError
+
+# Save Tune's experiment state at least this often (seconds), so a killed driver loses almost nothing.
+STATE_SAVE_PERIOD_S = "1"
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep left behind: where its records are and what its front is."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: list[dict] = field(default_factory=list)
+    front: list[int] = field(default_factory=list)
+    hypervolume: float = 0.0
+    base: dict[str, float] = field(default_factory=dict)
+    plot: Path | None = None
+    finished: bool = False
+
+
+def check_resume_state(spec: SweepSpec, resume: bool) -> None:
+    """Return None when `--resume` matches what is on disk; raise ConfigError before Ray starts otherwise."""
+    exists = tune.Tuner.can_restore(spec.experiment_path)
+    if resume and not exists:
+        raise ConfigError(f"--resume: no sweep state at {spec.experiment_path} (name={spec.name}, "
+                          f"storage_path={spec.storage_path}); run without --resume to start it")
+    if not resume and exists:
+        raise ConfigError(f"name: a sweep named {spec.name!r} already has state at {spec.experiment_path}; "
+                          f"continue it with --resume, or start another with name={spec.name}-2")
+
+
+def check_data(spec: SweepSpec) -> None:
+    """Return None when the largest data the search can ask for exists; raise ConfigError naming the field."""
+    from trainables.data import load_examples, mix_reasoning
+
+    largest: dict[str, Any] = {}
+    for path, param in spec.search_space.items():
+        if not (path.startswith(("data.", "reasoning_data.")) or path == "reasoning_mix"):
+            continue
+        numbers = [v for v in param.extremes() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(param.extremes()):
+            largest[path] = max(numbers)
+        else:  # e.g. a choice of data files: each must load
+            for value in param.extremes():
+                load_examples(apply_point(spec.base, {path: value}).data)
+    cfg = apply_point(spec.base, largest)
+    examples = load_examples(cfg.data)
+    if cfg.reasoning_mix > 0:
+        mix_reasoning(examples, load_examples(cfg.reasoning_data), cfg.reasoning_mix, cfg.train.seed)
+
+
+def _spec_changes(spec_params: dict[str, str], logged: dict[str, str]) -> list[str]:
+    ignored = ("num_samples", "max_concurrent_trials")  # Tune restores these from its own state
+    keys = set(spec_params) | set(logged)
+    return sorted(k for k in keys if not k.startswith(ignored) and spec_params.get(k) != logged.get(k))
+
+
+def _open_parent(client, spec: SweepSpec, experiment_id: str, resume: bool, spec_params: dict[str, str]) -> str:
+    """Return the parent run id: the sweep's existing run on resume, a new one otherwise."""
+    found = tracking.find_sweep_run(client, experiment_id, spec.experiment_path) if resume else None
+    if found is not None:
+        changed = _spec_changes(spec_params, found.data.params)
+        if changed:
+            raise ConfigError(f"--resume: the spec differs from the one this sweep started with, in "
+                              f"{', '.join(changed[:8])}; resume with the original spec, or start a new sweep "
+                              f"with another name")
+        client.update_run(found.info.run_id, status="RUNNING")
+        return found.info.run_id
+    run = tracking.start_sweep_run(client, experiment_id, spec.experiment_path, run_name=f"sweep-{spec.name}",
+                                   tags={"objectives": ", ".join(f"{o.name} {o.direction}" for o in spec.objectives),
+                                         "sampler": spec.sampler})
+    tracking.log_params(client, run.info.run_id, spec_params)
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "sweep.yaml"
+        resolved.write_text(yaml.safe_dump(_loggable_spec(spec), sort_keys=False))
+        tracking.log_artifact(client, run.info.run_id, resolved)
+    return run.info.run_id
+
+
+def _loggable_spec(spec: SweepSpec) -> dict:
+    """Return the resolved spec as plain data, without credentials (the same filter as params)."""
+    data = spec.model_dump(mode="json", by_alias=True)
+    data["mlflow"]["tracking_uri"] = tracking.redact_uri(data["mlflow"]["tracking_uri"])
+
+    def scrub(node):
+        if isinstance(node, dict):
+            return {k: scrub(v) for k, v in node.items() if not tracking.SECRET_KEY.search(str(k))}
+        return [scrub(v) for v in node] if isinstance(node, list) else node
+
+    return scrub(data)
+
+
+def _evaluate_base(client, service, spec: SweepSpec, parent_run_id: str) -> dict[str, float]:
+    """Return the base model's metrics, evaluating it once per sweep (a resumed sweep reuses the logged ones)."""
+    base = base_point(client.get_run(parent_run_id).data.metrics)
+    if all(o.name in base for o in spec.objectives):
+        return base
+    out_dir = Path(spec.base.output_dir) / "evaluations" / spec.name / "base_model"
+    evaluation = service.evaluate(out_dir=out_dir)
+    base = result_metrics(evaluation)
+    tracking.log_metrics(client, parent_run_id, {f"base_model/{k}": v for k, v in base.items()})
+    for path in evaluation.sample_files.values():
+        if Path(path).is_file():
+            tracking.log_artifact(client, parent_run_id, path, "base_model_samples")
+    return base
+
+
+class TrialRecorder(tune.Callback):
+    """Tune callback in the driver: prints a line per finished trial and records failed trials in MLflow.
+
+    A trial that dies (a killed worker, an out-of-memory kill) cannot mark its own run, so the driver
+    does, with Tune's error text. It holds only plain data: Tune pickles it with the sweep's state.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, searched: list[str],
+                 directions: dict[str, str], num_samples: int):
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.searched, self.directions, self.num_samples = searched, directions, num_samples
+        self.done = 0
+
+    def _line(self, trial, what: str) -> str:
+        self.done += 1
+        point = ", ".join(f"{k}={_short(trial.config.get(k))}" for k in self.searched)
+        return f"[{self.done}/{self.num_samples}] trial {trial.trial_id} {what} ({point})"
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        scores = ", ".join(f"{name}={result[name]:.1f}" for name in self.directions if name in result)
+        print(self._line(trial, f"finished: {scores}"), flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = trial.get_error() or "the trial failed without an error message"
+        client = tracking.client(self.tracking_uri)
+        run = tracking.trial_run(client, self.experiment_id, self.parent_run_id, trial.trial_id,
+                                 run_name=f"trial-{trial.trial_id}")
+        tracking.log_params(client, run.info.run_id, {k: str(trial.config.get(k)) for k in self.searched})
+        tracking.mark_failed(client, run.info.run_id, str(error))
+        last_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        print(self._line(trial, f"FAILED after retries: {last_line}"), flush=True)
+
+    def get_state(self) -> dict:
+        return {"done": self.done}
+
+    def set_state(self, state: dict) -> None:
+        self.done = state.get("done", 0)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), spec.resources_per_trial)
+    if resume:
+        return tune.Tuner.restore(spec.experiment_path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    return tune.Tuner(
+        trainable,
+        param_space=tune_param_space(spec.search_space),
+        tune_config=tune.TuneConfig(search_alg=build_searcher(spec), num_samples=spec.num_samples,
+                                    max_concurrent_trials=spec.max_concurrent_trials),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=spec.storage_path, verbose=verbose,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=[TrialRecorder(context.tracking_uri, context.experiment_id, context.parent_run_id,
+                                     list(spec.search_space), spec.directions(), spec.num_samples)],
+        ),
+    )
+
+
+def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> SweepOutcome:
+    """Run (or resume) the sweep and return its outcome; ConfigError on bad input before Ray starts."""
+    check_resume_state(spec, resume)
+    tracking_uri = tracking.check_tracking_uri(spec.mlflow.tracking_uri)
+    import ray
+
+    ray_was_running = ray.is_initialized()
+    service = None
+    try:
+        check_data(spec)  # may build the tiny LRM on first use
+        from evaluators.service import EvaluatorService
+
+        service = EvaluatorService(spec.evaluation, spec.base.model)
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, configure_logging=False)
+        service.start()
+
+        client = tracking.client(tracking_uri)
+        experiment_id = tracking.experiment_id(client, spec.experiment_name)
+        spec_params = tracking.flatten_params(_loggable_spec(spec))
+        parent_run_id = _open_parent(client, spec, experiment_id, resume, spec_params)
+        base = _evaluate_base(client, service, spec, parent_run_id)
+        print(f"base model: " + ", ".join(f"{o.name}={base[o.name]:.1f}" for o in spec.objectives), flush=True)
+
+        context = TrialContext(spec=spec, service=service, tracking_uri=tracking_uri,
+                               experiment_id=experiment_id, parent_run_id=parent_run_id)
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_PERIOD_S)
+        started = time.monotonic()
+        results = _tuner(spec, context, resume, verbose).fit()
+        # After Ctrl-C, Tune returns normally; unfinished trials are those with neither metrics nor an error.
+        finished = len(results) >= spec.num_samples and all(
+            r.error is not None or all(o.name in (r.metrics or {}) for o in spec.objectives) for r in results)
+        outcome = SweepOutcome(tracking_uri, experiment_id, parent_run_id, base=base, finished=finished)
+        layout = SweepLayout.from_spec(spec)
+        outcome.trials = trial_records(client, experiment_id, parent_run_id, layout)
+        outcome.front, outcome.hypervolume, outcome.plot = record_front(client, parent_run_id, layout,
+                                                                        outcome.trials, base, title=spec.name)
+        tracking.log_metrics(client, parent_run_id, {"sweep_minutes": (time.monotonic() - started) / 60})
+        client.set_terminated(parent_run_id, status="FINISHED" if finished else "KILLED")
+        return outcome
+    finally:
+        if service is not None:
+            service.shutdown()
+        if not ray_was_running and ray.is_initialized():
+            from ray import serve
+
+            serve.shutdown()
+            ray.shutdown()

@@ -1,0 +1,69 @@
+"""From a spec's search space to Optuna: distributions, the sampler, and a sampled point applied to the base run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sweeps.spec import ParamSpec, SweepSpec, set_path
+from trainables.config import AlignConfig
+from trainables.schema import build
+
+
+def tune_param_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
+    """Return {dotted path: Tune domain}; OptunaSearch converts it, and Tune's live table shows each path."""
+    from ray import tune
+
+    out = {}
+    for path, param in space.items():
+        if param.kind == "choice":
+            out[path] = tune.choice(param.choice)
+        elif param.kind == "loguniform":
+            out[path] = tune.loguniform(*param.loguniform)
+        elif param.kind == "uniform":
+            out[path] = tune.uniform(*param.uniform)
+        else:
+            out[path] = tune.randint(param.int_range[0], param.int_range[1] + 1)  # randint excludes its upper end
+    return out
+
+
+def grid_values(space: dict[str, ParamSpec]) -> dict[str, list[Any]]:
+    """Return {dotted path: every value} for Optuna's GridSampler (the spec has checked there are no float ranges)."""
+    return {
+        path: list(param.choice) if param.kind == "choice" else list(range(param.int_range[0], param.int_range[1] + 1))
+        for path, param in space.items()
+    }
+
+
+def build_sampler(spec: SweepSpec):
+    """Return the seeded Optuna sampler the spec names: NSGA-II, multi-objective TPE or a grid."""
+    import optuna
+
+    if spec.sampler == "nsga2":
+        options = {"population_size": spec.population_size} if spec.population_size else {}
+        return optuna.samplers.NSGAIISampler(seed=spec.seed, **options)
+    if spec.sampler == "tpe":
+        options = {"n_startup_trials": spec.startup_trials} if spec.startup_trials else {}
+        return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, **options)
+    return optuna.samplers.GridSampler(grid_values(spec.search_space), seed=spec.seed)
+
+
+def build_searcher(spec: SweepSpec):
+    """Return Tune's OptunaSearch in its multi-objective form: one metric and one mode per objective.
+
+    The space itself comes from the Tuner's param_space (`tune_param_space`).
+    """
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(
+        metric=[o.name for o in spec.objectives],
+        mode=[o.direction for o in spec.objectives],
+        sampler=build_sampler(spec),
+    )
+
+
+def apply_point(base: AlignConfig, point: dict[str, Any]) -> AlignConfig:
+    """Return the base AlignConfig with each sampled `dotted.path: value` set, validated again."""
+    data = base.model_dump(mode="json")
+    for path, value in point.items():
+        data = set_path(data, path, value)
+    return build(AlignConfig, data, source=f"(base with {point})")

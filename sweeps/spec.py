@@ -1,0 +1,317 @@
+"""The sweep spec: one YAML file, checked by one typed schema before Ray starts.
+
+A spec fixes a base alignment run (`base`, an AlignConfig), how each trial is evaluated
+(`evaluation`, an EvalConfig), which AlignConfig fields Optuna searches (`search_space`, keyed by
+dotted paths such as `train.learning_rate`) and the objectives of the Pareto front. Every searched
+path must exist in AlignConfig, and every value the search can produce (each choice, both ends of
+each range) must give a valid AlignConfig, so a bad range fails here, not in trial 7.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from evaluators.config import EvalConfig
+from trainables.config import AlignConfig
+from trainables.schema import ConfigError, Strict, apply_overrides, build, read_yaml
+
+PARAM_KINDS = ("choice", "loguniform", "uniform", "int")
+# Which benchmark kind produces each objective (EvalResult's headline numbers).
+OBJECTIVE_SOURCES = {
+    "harmful_score": "safety",
+    "harmful_score_plus": "safety",
+    "reasoning_accuracy": "reasoning",
+    "refusal_rate": "overrefusal",
+}
+TINY_SPEC = Path(__file__).with_name("tiny.yaml")
+
+
+class ParamSpec(Strict):
+    """How Optuna samples one AlignConfig field: exactly one of choice, loguniform, uniform or int."""
+
+    choice: list[Any] | None = Field(None, min_length=1, description="Values to choose from (numbers, strings, "
+                                                                      "booleans or null).")
+    loguniform: tuple[float, float] | None = Field(None, description="[low, high]: a float sampled uniformly in "
+                                                                     "log space; low > 0.")
+    uniform: tuple[float, float] | None = Field(None, description="[low, high]: a float sampled uniformly.")
+    int_range: tuple[int, int] | None = Field(None, alias="int", description="[low, high]: an integer sampled "
+                                                                             "uniformly, both ends included.")
+
+    model_config = ConfigDict(**Strict.model_config, validate_by_name=True)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> "ParamSpec":
+        given = [kind for kind in PARAM_KINDS if self.bounds_or_choices(kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(PARAM_KINDS)} (got {', '.join(given) or 'none'})")
+        if self.choice is not None:
+            bad = [v for v in self.choice if v is not None and not isinstance(v, (bool, int, float, str))]
+            if bad:
+                raise ValueError(f"choice values must be numbers, strings, booleans or null; got {bad[0]!r} "
+                                 "(fix a list-valued field in base instead of searching it)")
+        else:
+            low, high = self.bounds_or_choices(self.kind)
+            if not low < high:
+                raise ValueError(f"{self.kind}: low must be below high, got [{low}, {high}]")
+            if self.kind == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform: low must be > 0, got {low}")
+        return self
+
+    def bounds_or_choices(self, kind: str) -> Any:
+        return {"choice": self.choice, "loguniform": self.loguniform, "uniform": self.uniform,
+                "int": self.int_range}[kind]
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in PARAM_KINDS if self.bounds_or_choices(kind) is not None)
+
+    def extremes(self) -> list[Any]:
+        """Return the values that bound what can be sampled: every choice, or both ends of the range."""
+        return list(self.bounds_or_choices(self.kind))
+
+
+class Objective(Strict):
+    """One axis of the Pareto front: an evaluation headline and whether lower or higher is better."""
+
+    name: Literal["harmful_score", "harmful_score_plus", "reasoning_accuracy", "refusal_rate"] = Field(
+        description="Evaluation headline (percent): harmful_score, harmful_score_plus, reasoning_accuracy or "
+                    "refusal_rate (over-refusal, needs an overrefusal benchmark such as xstest).")
+    direction: Literal["min", "max"] = Field(description="min: lower is better; max: higher is better.")
+    reference: float | None = Field(None, description="Hypervolume reference value; null takes the worst "
+                                                      "percentage (100 for min, 0 for max).")
+
+
+def default_objectives() -> list[Objective]:
+    return [Objective(name="harmful_score", direction="min"), Objective(name="reasoning_accuracy", direction="max")]
+
+
+class MlflowSettings(Strict):
+    """Where the sweep's runs are tracked."""
+
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI: sqlite:///FILE (relative "
+                                                                 "to the working directory), a folder, or "
+                                                                 "http(s)://server. Checked before any trial runs.")
+    experiment: str | None = Field(None, description="MLflow experiment name; null uses the sweep's name.")
+
+
+class SweepSpec(Strict):
+    """A multi-objective search over safety-alignment settings, scored by the evaluator service."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Sweep name: the Tune experiment "
+                      "folder under storage_path and the default MLflow experiment. Letters, digits, _ . -")
+    base: AlignConfig = Field(description="The alignment run every trial starts from; searched fields "
+                                          "override it, all others stay fixed.")
+    evaluation: EvalConfig = Field(description="How every trial's checkpoint, and the base model once, is "
+                                               "evaluated.")
+    search_space: dict[str, ParamSpec] = Field(min_length=1, description="Searched fields, keyed by dotted "
+                                               "AlignConfig path (data.size, train.learning_rate, train.epochs, "
+                                               "reasoning_mix, ...), each with one of choice / loguniform / "
+                                               "uniform / int. Nested mappings are read as dotted paths.")
+    objectives: list[Objective] = Field(default_factory=default_objectives, min_length=2, description="The front's "
+                                        "axes: harmful_score min and reasoning_accuracy max by default; add "
+                                        "refusal_rate min as a third.")
+    sampler: Literal["nsga2", "tpe", "grid"] = Field("nsga2", description="Optuna sampler: nsga2 (NSGA-II), tpe "
+                                                     "(multi-objective TPE) or grid (every combination of choice/"
+                                                     "int values).")
+    seed: int = Field(0, description="Seed of the sampler, so the same spec proposes the same trials.")
+    population_size: int | None = Field(None, ge=2, description="NSGA-II population (trials per generation); null "
+                                        "uses Optuna's 50. Keep it below num_samples so evolution happens.")
+    startup_trials: int | None = Field(None, ge=1, description="TPE: random trials before the model-based ones; "
+                                       "null uses Optuna's 10.")
+    num_samples: int = Field(8, ge=1, description="Trials to run (for grid: at most the number of grid points).")
+    max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once; each runs its own Ray "
+                                       "Train workers, so size this to the cluster.")
+    resources_per_trial: dict[str, float] = Field(
+        default_factory=lambda: {"CPU": 0.0, "memory": 512 * 2**20},
+        description="Ray resources the trial's driver function reserves (CPU, GPU, memory in bytes, custom). It "
+                    "only coordinates: Train workers (base.scaling) and evaluator replicas reserve their own.")
+    max_failures: int = Field(1, ge=0, description="Retries of a failed trial (Tune FailureConfig); a trial that "
+                              "still fails is recorded with its error and the sweep goes on.")
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking store.")
+    storage_path: str = Field("safetytax_runs/sweeps", description="Where Tune keeps the sweep's state (for "
+                              "--resume): a local folder (relative to the working directory) or s3://, gs://.")
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _flatten_nested_paths(cls, value: Any) -> Any:
+        return flatten_search_space(value) if isinstance(value, dict) else value
+
+    @field_validator("storage_path")
+    @classmethod
+    def _absolute_local_storage(cls, value: str) -> str:
+        # Tune needs an absolute local path, and trials run in other working directories.
+        return value if "://" in value else str(Path(value).expanduser().resolve())
+
+    @field_validator("resources_per_trial")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if amount < 0:
+                raise ValueError(f"{name} must be >= 0, got {amount}")
+        if not any(value.values()):
+            raise ValueError("reserve something (Tune cannot place a trial that needs nothing), e.g. "
+                             "{CPU: 0, memory: 536870912}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_search(self) -> "SweepSpec":
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives: each objective may appear once, got {names}")
+        if self.sampler == "grid":
+            grid = grid_points(self.search_space)
+            if self.num_samples > grid:
+                raise ValueError(f"num_samples: {self.num_samples} trials asked for, but the grid has only {grid} "
+                                 "points; lower num_samples or add values")
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        return self.mlflow.experiment or self.name
+
+    @property
+    def experiment_path(self) -> str:
+        """Return where Tune keeps this sweep's state: storage_path/name."""
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    def directions(self) -> dict[str, str]:
+        """Return {objective: "min" | "max"} in the spec's order."""
+        return {o.name: o.direction for o in self.objectives}
+
+    def reference_point(self) -> dict[str, float]:
+        """Return the hypervolume reference point: each objective's `reference` or its worst percentage."""
+        return {o.name: o.reference if o.reference is not None else (100.0 if o.direction == "min" else 0.0)
+                for o in self.objectives}
+
+
+def flatten_search_space(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Return `space` with nested mappings folded into dotted keys; a null entry (un-searched by an override) is dropped."""
+    flat = {}
+    for key, value in space.items():
+        path = f"{prefix}{key}"
+        if value is None:
+            continue
+        if isinstance(value, dict) and value and not any(k in PARAM_KINDS for k in value):
+            flat.update(flatten_search_space(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def nest_search_space(space: dict[str, Any]) -> dict[str, Any]:
+    """Return `space` with dotted keys split into nested mappings, so `key=value` overrides merge into it."""
+    nested: dict[str, Any] = {}
+    for path, value in flatten_search_space(space).items():
+        node = nested
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def grid_points(space: dict[str, ParamSpec]) -> int:
+    """Return the number of grid points; raise ValueError when a float range cannot be enumerated."""
+    total = 1
+    for path, param in space.items():
+        if param.kind == "choice":
+            total *= len(param.choice)
+        elif param.kind == "int":
+            total *= param.int_range[1] - param.int_range[0] + 1
+        else:
+            raise ValueError(f"search_space.{path}: the grid sampler needs choice or int values, not {param.kind}")
+    return total
+
+
+def _field_model(annotation: Any) -> type[BaseModel] | None:
+    """Return the pydantic model inside an annotation such as `DataSource | None`, or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def check_path(path: str, model: type[BaseModel] = AlignConfig) -> None:
+    """Return None when `path` names a field of `model`; raise ConfigError naming the path otherwise."""
+    parts = path.split(".")
+    current: type[BaseModel] | None = model
+    for depth, part in enumerate(parts):
+        so_far = ".".join(parts[: depth + 1])
+        if current is None:
+            raise ConfigError(f"search_space.{path}: {'.'.join(parts[:depth])} is not a section, so it has no "
+                              f"field {part!r}")
+        if part not in current.model_fields:
+            known = ", ".join(current.model_fields)
+            raise ConfigError(f"search_space.{path}: {so_far} is not an AlignConfig field (known here: {known})")
+        current = _field_model(current.model_fields[part].annotation)
+    if current is not None:
+        raise ConfigError(f"search_space.{path}: {path} is a whole section; search one of its fields "
+                          f"({', '.join(current.model_fields)})")
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Return a copy of config data with the dotted `path` set to `value`."""
+    data = copy.deepcopy(data)
+    node = data
+    *parents, leaf = path.split(".")
+    for depth, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            where = ".".join(parents[: depth + 1])
+            raise ConfigError(f"search_space.{path}: base.{where} is not set, so {path} cannot be searched; "
+                              f"give base.{where} first")
+        node = node[part]
+    node[leaf] = value
+    return data
+
+
+def check_search_space(spec: SweepSpec) -> None:
+    """Return None when every searched path exists and every value it can take gives a valid AlignConfig."""
+    paths = sorted(spec.search_space)
+    for path in paths:
+        check_path(path)
+        clash = next((other for other in paths if other.startswith(path + ".")), None)
+        if clash:
+            raise ConfigError(f"search_space.{path}: it contains {clash}, which is searched too; keep one")
+    base = spec.base.model_dump(mode="json")
+    for path, param in spec.search_space.items():
+        for value in param.extremes():
+            try:
+                build(AlignConfig, set_path(base, path, value), source=f"(base with {path}={value!r})")
+            except ConfigError as err:
+                raise ConfigError(f"search_space.{path}: the value {value!r} it can take is invalid: {err}") from None
+
+
+def check_objectives(spec: SweepSpec) -> None:
+    """Return None when each objective has a benchmark of its kind; raise ConfigError naming what to add."""
+    from evaluators.benchmarks import get_benchmark
+
+    kinds = {get_benchmark(name, spec.evaluation.data_dir).kind for name in spec.evaluation.benchmarks}
+    for objective in spec.objectives:
+        needed = OBJECTIVE_SOURCES[objective.name]
+        if needed not in kinds:
+            raise ConfigError(f"objectives: {objective.name} needs a {needed} benchmark in evaluation.benchmarks "
+                              f"(have {', '.join(spec.evaluation.benchmarks)})")
+
+
+def load_spec(path: str | Path | None = None, overrides: list[str] = ()) -> SweepSpec:
+    """Return the validated sweep spec from a YAML file (the embedded tiny.yaml when None) with overrides applied.
+
+    Raises ConfigError naming the field path for any bad input; nothing expensive has run yet.
+    """
+    path = Path(path) if path else TINY_SPEC
+    data = read_yaml(path)
+    if isinstance(data.get("search_space"), dict):
+        data["search_space"] = nest_search_space(data["search_space"])
+    data = apply_overrides(data, list(overrides))
+    spec = build(SweepSpec, data, source=str(path))
+    check_search_space(spec)
+    check_objectives(spec)
+    return spec

@@ -1,0 +1,100 @@
+"""The front as MLflow records it, on a real SQLite store filled with hand-made trials (no Ray needed)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from sweeps import tracking
+from sweeps.cli import main
+from sweeps.report import FRONT_CSV, PLOT_HTML, PLOT_PNG, SweepLayout, record_front, trial_records
+from sweeps.runner import _loggable_spec
+from sweeps.spec import TINY_SPEC, load_spec
+
+# (trial id, harmful score, reasoning accuracy, data size); None marks a failed trial.
+TRIALS = [
+    ("t1", 80.0, 90.0, 8),    # on the front: most accurate
+    ("t2", 10.0, 60.0, 48),   # on the front: safest
+    ("t3", 50.0, 70.0, 24),   # dominated by nothing? (10, 60) and (80, 90) do not dominate it: on the front
+    ("t4", 60.0, 65.0, 24),   # dominated by t3
+    ("t5", None, None, 48),   # failed
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A tracking store holding one sweep: parent run with the tiny spec's params, five child runs.
+
+    Module-scoped because creating an MLflow SQLite store takes seconds; tests only add tags and artifacts.
+    """
+    tmp_path = tmp_path_factory.mktemp("mlflow")
+    uri = tracking.check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = tracking.client(uri)
+    spec = load_spec(TINY_SPEC, ["mlflow.experiment=report-test"])
+    experiment = tracking.experiment_id(client, spec.experiment_name)
+    parent = tracking.start_sweep_run(client, experiment, str(tmp_path / "tune" / "tiny"), "sweep-tiny", {})
+    parent_id = parent.info.run_id
+    tracking.log_params(client, parent_id, tracking.flatten_params(_loggable_spec(spec)))
+    tracking.log_metrics(client, parent_id, {"base_model/harmful_score": 95.0, "base_model/reasoning_accuracy": 92.0})
+    for trial_id, harmful, accuracy, size in TRIALS:
+        run_id = tracking.trial_run(client, experiment, parent_id, trial_id, run_name=f"tiny-{trial_id}").info.run_id
+        tracking.log_params(client, run_id, {"data.size": str(size), "train.learning_rate": "0.001",
+                                             "train.epochs": "2", "reasoning_mix": "0.1"})
+        if harmful is None:
+            tracking.mark_failed(client, run_id, "Traceback ...\nRuntimeError: worker died")
+        else:
+            tracking.log_metrics(client, run_id, {"harmful_score": harmful, "reasoning_accuracy": accuracy})
+            client.set_terminated(run_id, "FINISHED")
+    return uri, client, spec, experiment, parent_id
+
+
+def test_child_runs_are_found_by_trial_id_not_duplicated(store):
+    uri, client, spec, experiment, parent_id = store
+    again = tracking.trial_run(client, experiment, parent_id, "t2", run_name="tiny-t2")
+    assert again.info.run_id == tracking.trial_run(client, experiment, parent_id, "t2").info.run_id
+    assert len(tracking.trial_runs(client, experiment, parent_id)) == len(TRIALS)
+    assert tracking.trial_run(client, experiment, parent_id, "never-ran") is None
+
+
+def test_record_front_tags_runs_and_logs_artifacts(store):
+    uri, client, spec, experiment, parent_id = store
+    layout = SweepLayout.from_spec(spec)
+    trials = trial_records(client, experiment, parent_id, layout)
+    assert [t["trial_id"] for t in trials] == [t[0] for t in TRIALS]
+    assert trials[4]["status"] == "FAILED" and trials[4]["error"] == "RuntimeError: worker died"
+    assert "harmful_score" not in trials[4]
+
+    front, volume, plot = record_front(client, parent_id, layout, trials,
+                                       {"harmful_score": 95.0, "reasoning_accuracy": 92.0}, title="tiny")
+    assert [trials[i]["trial_id"] for i in front] == ["t1", "t2", "t3"]
+    # Staircase against (100, 0): accuracy 60 over harm 10..50, 70 over 50..80, 90 over 80..100.
+    assert volume == pytest.approx(40 * 60 + 30 * 70 + 20 * 90)
+    tags = {t["trial_id"]: client.get_run(t["run_id"]).data.tags[tracking.PARETO_TAG] for t in trials}
+    assert tags == {"t1": "true", "t2": "true", "t3": "true", "t4": "false", "t5": "false"}
+    parent = client.get_run(parent_id)
+    assert parent.data.metrics["hypervolume"] == pytest.approx(volume)
+    assert parent.data.metrics["trials_failed"] == 1
+    assert {PLOT_PNG, PLOT_HTML, FRONT_CSV} <= {f.path for f in client.list_artifacts(parent_id)}
+    assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (plot.parent / PLOT_HTML).read_text()
+    assert "plotly" in html and "base model" in html and "<script src=\"http" not in html  # self-contained
+    with (plot.parent / FRONT_CSV).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["trial_id"] for r in rows] == ["t1", "t2", "t3"]
+    assert rows[1]["data.size"] == "48" and float(rows[1]["harmful_score"]) == 10.0
+
+
+def test_pareto_command_prints_the_front_and_the_plot_path(store, capsys, tmp_path, monkeypatch):
+    uri, client, spec, experiment, parent_id = store
+    monkeypatch.chdir(tmp_path)
+    assert main(["pareto", "--experiment", "report-test", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    starred = [line.split()[1] for line in out.splitlines() if line.startswith("*")]
+    assert starred == ["t1", "t2", "t3"]
+    assert "base model" in out and "RuntimeError: worker died" in out
+    plot_line = next(line for line in out.splitlines() if line.startswith("plot: "))
+    assert (tmp_path / plot_line[len("plot: "):].strip()).is_file()
+
+    assert main(["pareto", "--experiment", "nope", "--tracking-uri", uri]) == 2
+    assert "no experiment 'nope'" in capsys.readouterr().err

@@ -1,0 +1,155 @@
+"""The sweep spec: bad input is named by its field path before Ray starts; the search space reaches Optuna intact."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import yaml
+
+from sweeps import tracking
+from sweeps.cli import main
+from sweeps.report import SweepLayout
+from sweeps.runner import _loggable_spec
+from sweeps.search_space import apply_point, build_sampler, grid_values, tune_param_space
+from sweeps.spec import TINY_SPEC, ParamSpec, load_spec
+from trainables.schema import ConfigError, read_yaml
+
+
+def spec_with(*overrides):
+    return load_spec(TINY_SPEC, list(overrides))
+
+
+@pytest.mark.parametrize("override, named", [
+    ("search_space.train.lr={uniform: [0, 1]}", "search_space.train.lr"),                 # no such field
+    ("search_space.lora={choice: [1, 2]}", "search_space.lora: lora is a whole section"),
+    ("search_space.train.epochs.int=[0, 2]", "search_space.train.epochs: the value 0"),  # epochs >= 1
+    ("search_space.reasoning_mix.uniform=[0.5, 1.2]", "search_space.reasoning_mix: the value 1.2"),
+    ("search_space.data.size={choice: [8, many]}", "search_space.data.size: the value 'many'"),
+    ("search_space.train.learning_rate={loguniform: [0, 1e-3]}", "search_space.train.learning_rate"),
+    ("search_space.train.epochs={int: [1, 3], choice: [1]}", "exactly one of"),
+    ("search_space.train.seed={int: [3, 3]}", "low must be below high"),
+    ("sampler=grid", "search_space.train.learning_rate: the grid sampler needs choice or int"),
+    ("objectives=[{name: refusal_rate, direction: min}, {name: refusal_rate, direction: min}]", "objectives"),
+    ("objectives=[{name: harmful_score, direction: down}, {name: reasoning_accuracy, direction: max}]",
+     "objectives.0.direction"),
+    ("max_concurrent_trials=0", "max_concurrent_trials"),
+    ("base.train.learning_rate=-1", "base.train.learning_rate"),
+    ("evaluation.benchmarks=[tiny-arith, tiny-xstest]", "objectives: harmful_score needs a safety benchmark"),
+    ("bogus=1", "bogus: unknown key"),
+])
+def test_bad_specs_name_the_field(override, named):
+    with pytest.raises(ConfigError) as err:
+        spec_with(override)
+    assert named in str(err.value)
+
+
+def test_a_grid_cannot_ask_for_more_trials_than_points():
+    grid = ["sampler=grid", "search_space={data.size: {choice: [8, 24]}, train.epochs: {int: [1, 3]}}"]
+    assert spec_with(*grid, "num_samples=6").sampler == "grid"
+    with pytest.raises(ConfigError, match="num_samples: 7 trials asked for, but the grid has only 6"):
+        spec_with(*grid, "num_samples=7")
+
+
+def test_overrides_merge_into_dotted_search_space_keys():
+    spec = spec_with("search_space.train.epochs.int=[1, 2]", "search_space.reasoning_mix=null",
+                     "search_space.lora.r={choice: [4, 8]}")
+    assert spec.search_space["train.epochs"].int_range == (1, 2)
+    assert "reasoning_mix" not in spec.search_space
+    assert spec.search_space["lora.r"].choice == [4, 8]
+
+
+def test_cli_reports_config_errors_before_ray_starts(capsys):
+    assert not ray.is_initialized()
+    assert main(["sweep", "search_space.train.lr={uniform: [0, 1]}"]) == 2
+    assert "search_space.train.lr" in capsys.readouterr().err
+    assert main(["sweep", "does-not-exist.yaml"]) == 2
+    assert "does-not-exist.yaml" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_unreachable_tracking_uri_is_reported_before_any_trial(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # Port 9 (discard) has no MLflow server; nothing may start before this is found out.
+    assert main(["sweep", "mlflow.tracking_uri=http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "mlflow.tracking_uri" in err and "http://127.0.0.1:9" in err
+    assert main(["sweep", f"mlflow.tracking_uri=sqlite:///{tmp_path}/missing/mlflow.db"]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "safetytax_runs").exists()
+
+
+def test_resume_without_state_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--resume", "storage_path=nowhere"]) == 2
+    assert "--resume: no sweep state" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_sampled_points_apply_to_the_base_config():
+    spec = spec_with()
+    cfg = apply_point(spec.base, {"data.size": 24, "train.learning_rate": 3e-4, "train.epochs": 2,
+                                  "reasoning_mix": 0.25})
+    assert (cfg.data.size, cfg.train.learning_rate, cfg.train.epochs, cfg.reasoning_mix) == (24, 3e-4, 2, 0.25)
+    assert cfg.lora.r == spec.base.lora.r  # untouched fields stay as the base has them
+    with pytest.raises(ConfigError, match="train.epochs"):
+        apply_point(spec.base, {"train.epochs": 0})
+
+
+def test_search_space_reaches_optuna_with_the_same_ranges():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {"data.size": ParamSpec(choice=[8, 24]), "train.learning_rate": ParamSpec(loguniform=(1e-4, 1e-2)),
+             "train.epochs": ParamSpec(int_range=(1, 3)), "reasoning_mix": ParamSpec(uniform=(0.0, 0.5))}
+    converted = OptunaSearch.convert_search_space(tune_param_space(space))
+    assert converted == {
+        "data.size": CategoricalDistribution([8, 24]),
+        "train.learning_rate": FloatDistribution(1e-4, 1e-2, log=True),
+        "train.epochs": IntDistribution(1, 3),  # both ends included, as the spec says
+        "reasoning_mix": FloatDistribution(0.0, 0.5),
+    }
+    assert grid_values({"train.epochs": space["train.epochs"]}) == {"train.epochs": [1, 2, 3]}
+
+
+def test_samplers_are_seeded():
+    import optuna
+
+    nsga = build_sampler(spec_with("population_size=4"))
+    assert isinstance(nsga, optuna.samplers.NSGAIISampler)
+    tpe = build_sampler(spec_with("sampler=tpe", "startup_trials=3"))
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    grid_spec = spec_with("sampler=grid", "num_samples=3", "search_space={train.epochs: {int: [1, 3]}}")
+    grid = build_sampler(grid_spec)
+    assert isinstance(grid, optuna.samplers.GridSampler)
+
+    def proposals(sampler):
+        study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
+        distributions = {"train.epochs": optuna.distributions.IntDistribution(1, 3),
+                         "train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+        return [study.ask(distributions).params for _ in range(3)]
+
+    assert proposals(build_sampler(spec_with("seed=7"))) == proposals(build_sampler(spec_with("seed=7")))
+
+
+def test_logged_params_hold_no_secrets_and_rebuild_the_layout():
+    spec = spec_with("evaluation.judge_options={api_token: sk-123, model_path: /models/judge}",
+                     "mlflow.tracking_uri=https://user:hunter2@mlflow.example.com")
+    params = tracking.flatten_params(_loggable_spec(spec))
+    text = yaml.safe_dump(params)
+    assert "sk-123" not in text and "hunter2" not in text
+    assert params["evaluation.judge_options.model_path"] == "/models/judge"
+    assert params["mlflow.tracking_uri"] == "https://user:***@mlflow.example.com"
+    assert params["search_space.train.learning_rate.loguniform"] == "[0.0001, 0.003]"
+    layout = SweepLayout.from_params(params)
+    assert layout.directions == spec.directions()
+    assert layout.reference == {"harmful_score": 100.0, "reasoning_accuracy": 0.0}
+    assert layout.searched == list(spec.search_space)
+
+
+def test_tracking_uri_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.resolve_tracking_uri("mlruns") == (tmp_path / "mlruns").as_uri()
+    assert tracking.resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert read_yaml(TINY_SPEC)["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
