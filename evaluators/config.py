@@ -1,0 +1,130 @@
+"""Evaluation settings: how replies are generated, which benchmarks and judge score them, how Serve hosts the model.
+
+Everything here is checked before Ray starts: a wrong type, an unknown key or an impossible value is a
+ConfigError naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from trainables.schema import Strict
+
+DEFAULT_CACHE_DIR = Path("~/.cache/safetytax/evaluations")
+
+
+class GenerationSettings(Strict):
+    """Sampling and reasoning controls for every reply the evaluator generates."""
+
+    max_new_tokens: int = Field(
+        512, gt=0, description="Most tokens generated per reply, thinking and answer together."
+    )
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature; 0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 keeps the whole distribution.")
+    thinking_prefill: bool = Field(
+        True,
+        description="Start the reply with the format's thinking marker (e.g. `<|im_start|>think`), as the paper does.",
+    )
+    thinking_budget: int | None = Field(
+        None,
+        gt=0,
+        description="Most thinking tokens. The thinking then ends (budget spent, answer marker or end of turn), "
+        "the answer marker is written and the answer generated after it (s1's budget forcing). None lets the "
+        "model think until max_new_tokens.",
+    )
+    reasoning_format: Literal["s1", "r1"] = Field(
+        "s1", description="Markers the model writes: s1 (`<|im_start|>think/answer`) or r1 (`<think>…</think>`)."
+    )
+    seed: int = Field(0, description="Sampling seed, sent with every request so sampled runs repeat.")
+
+
+class VllmSettings(Strict):
+    """Engine settings for the vLLM backend (Ray Serve LLM); ignored by the transformers backend."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine shards the model over.")
+    max_model_len: int | None = Field(
+        None, gt=0, description="Longest prompt plus reply in tokens; None takes the model's own limit."
+    )
+    max_loras: int = Field(4, ge=1, description="LoRA adapters held on the GPU at once by one replica.")
+    max_lora_rank: int = Field(64, ge=1, description="Largest LoRA rank the engine accepts (vLLM's max_lora_rank).")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="Share of each GPU's memory vLLM may take for weights and KV cache."
+    )
+    accelerator_type: str | None = Field(
+        None, description="GPU type replicas are scheduled on, e.g. H100 or A10G; None schedules on any GPU."
+    )
+    lora_dir: str | None = Field(
+        None,
+        description="Cloud folder (s3://, gs://, abfss://, azure://) holding LoRA adapters as subfolders; Ray "
+        "Serve LLM loads adapters only from there. Required to evaluate adapters with vLLM.",
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM engine arguments, passed through unchanged."
+    )
+
+
+class EvalConfig(Strict):
+    """What to evaluate and how: backend, benchmarks, judge, generation and Serve resources."""
+
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="Generator: transformers (CPU or GPU, @serve.batch) or vllm (Ray Serve LLM, GPU)."
+    )
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["tiny-arith", "tiny-harmful"],
+        min_length=1,
+        description="Benchmark names to run, e.g. math500, aime24, beavertails, xstest, tiny-arith, tiny-harmful.",
+    )
+    judge: str = Field(
+        "refusal-patterns", description="Judge of safety replies: refusal-patterns (CPU), beaver-dam or llama-guard."
+    )
+    judge_options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the judge, e.g. a model path for beaver-dam."
+    )
+    limit: int | None = Field(None, gt=0, description="Samples per benchmark; None runs each benchmark's default set.")
+    generation: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="Sampling and reasoning controls."
+    )
+    data_dir: Path | None = Field(
+        None, description="Folder holding benchmark data files (math500_test.jsonl, …); None uses the defaults."
+    )
+    num_replicas: int = Field(1, ge=1, description="Generator replicas of each served model.")
+    max_batch_size: int = Field(32, ge=1, description="Most requests one replica generates together (@serve.batch).")
+    batch_wait_timeout_s: float = Field(
+        0.05, ge=0.0, description="Seconds a replica waits for a batch to fill before it starts generating."
+    )
+    request_timeout_s: float = Field(
+        600.0, gt=0.0, description="Seconds one generation request may take before the evaluation fails."
+    )
+    max_retries: int = Field(
+        3, ge=0, description="Times a request is re-sent after its replica died; then the evaluation fails."
+    )
+    max_adapters_per_replica: int = Field(
+        8, ge=1, description="LoRA adapters a transformers replica keeps loaded; the least recently used is dropped."
+    )
+    cache_dir: Path | None = Field(
+        DEFAULT_CACHE_DIR, description="Folder of cached results, keyed by model content; None turns caching off."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with a model. Off unless you trust the model's source."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights' dtype; auto picks bfloat16 on GPU and float32 on CPU."
+    )
+    http_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds; the default is local only.")
+    http_port: int = Field(8000, ge=1, le=65535, description="Port of Serve's HTTP proxy.")
+    vllm: VllmSettings = Field(default_factory=VllmSettings, description="vLLM engine settings.")
+    num_gpus_per_replica: float = Field(
+        0.0, ge=0.0, description="GPUs each transformers replica (and the GPU judge) reserves; 0 runs on CPU."
+    )
+    num_cpus_per_replica: float = Field(1.0, ge=0.0, description="CPUs each generator replica reserves.")
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _no_blank_names(cls, names: list[str]) -> list[str]:
+        cleaned = [name.strip() for name in names]
+        if any(not name for name in cleaned):
+            raise ValueError("benchmark names must not be empty")
+        return cleaned
