@@ -1,0 +1,119 @@
+"""The vLLM backend: a Ray Serve LLM application (`ray.serve.llm`) built from plain data.
+
+`build_llm_config` and `vllm_request` are pure functions, testable without vLLM; only `build_app`
+imports `ray.serve.llm`, which raises ImportError when vLLM is absent. LoRA adapters are served by
+one engine with dynamic loading: Ray Serve LLM reads them from subfolders of a cloud folder
+(`vllm.lora_dir`), and a request names one as `<model_id>:<subfolder>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+
+from evaluators.config import EvalConfig
+from trainables.schema import ConfigError
+
+CLOUD_PREFIXES = ("s3://", "gs://", "abfss://", "azure://")
+# Passed through to Serve replicas so an offline cluster stays offline.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE")
+
+
+def served_model_id(model: str) -> str:
+    """Return the id the OpenAI app serves `model` under: its last path part, without ':' (LoRA's separator)."""
+    return re.sub(r"[^\w.-]+", "-", model.rstrip("/").split("/")[-1]) or "model"
+
+
+def check_lora_dir(lora_dir: str) -> str:
+    """Return `lora_dir` without a trailing slash, or raise ConfigError when it is not a cloud folder."""
+    if not lora_dir.startswith(CLOUD_PREFIXES):
+        raise ConfigError(
+            f"vllm.lora_dir {lora_dir!r}: Ray Serve LLM loads LoRA adapters only from cloud storage; upload the "
+            f"adapters as subfolders of a folder starting with {', '.join(CLOUD_PREFIXES)} and name that folder"
+        )
+    return lora_dir.rstrip("/")
+
+
+def adapter_name(adapter: str, lora_dir: str | None) -> str:
+    """Return the subfolder name of an adapter given as a name or as a path inside `lora_dir`."""
+    if lora_dir is None:
+        raise ConfigError("evaluating a LoRA adapter with backend vllm needs vllm.lora_dir (a cloud folder of adapters)")
+    name = adapter.removeprefix(check_lora_dir(lora_dir) + "/").strip("/")
+    if not name or "/" in name or ":" in name:
+        raise ConfigError(f"adapter {adapter!r} is not a subfolder of vllm.lora_dir {lora_dir!r}; give its name or "
+                          "its full cloud path")
+    return name
+
+
+def build_llm_config(cfg: EvalConfig, model: str, lora_dir: str | None) -> dict:
+    """Return the keyword arguments of `ray.serve.llm.LLMConfig` that serve `model` (and adapters in lora_dir)."""
+    settings = cfg.vllm
+    engine_kwargs = {
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "dtype": cfg.dtype,
+        "trust_remote_code": cfg.trust_remote_code,
+        "seed": cfg.generation.seed,
+    }
+    if settings.max_model_len is not None:
+        engine_kwargs["max_model_len"] = settings.max_model_len
+    config = {
+        "model_loading_config": {"model_id": served_model_id(model), "model_source": model},
+        "engine_kwargs": engine_kwargs,
+        "deployment_config": {
+            "num_replicas": cfg.num_replicas,
+            # vLLM batches continuously; let a replica hold a few batches' worth of requests.
+            "max_ongoing_requests": 4 * cfg.max_batch_size,
+        },
+    }
+    if lora_dir is not None:
+        engine_kwargs.update(enable_lora=True, max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank)
+        config["lora_config"] = {
+            "dynamic_lora_loading_path": check_lora_dir(lora_dir),
+            "max_num_adapters_per_replica": settings.max_loras,
+        }
+    if settings.accelerator_type is not None:
+        config["accelerator_type"] = settings.accelerator_type
+    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    if env:
+        config["runtime_env"] = {"env_vars": env}
+    engine_kwargs.update(settings.engine_kwargs)
+    return config
+
+
+def vllm_request(request: dict, model_id: str, adapter: str | None) -> dict:
+    """Return the OpenAI completions body vLLM gets for one of our completion requests."""
+    body = {key: value for key, value in request.items() if key != "model"}
+    body["model"] = f"{model_id}:{adapter}" if adapter else model_id
+    # Reasoning markers such as <|im_start|> are special tokens: keep them so stops and answers see them.
+    body.update(skip_special_tokens=False, spaces_between_special_tokens=False, include_stop_str_in_output=False)
+    return body
+
+
+def build_app(cfg: EvalConfig, model: str, lora_dir: str | None):
+    """Return the Ray Serve LLM OpenAI application for `model`; ConfigError when vLLM is not installed."""
+    try:
+        from ray.serve.llm import LLMConfig, build_openai_app
+    except ImportError as err:
+        raise ConfigError(
+            f"backend vllm needs vLLM, which is not installed ({err}); install the vllm extra: "
+            "pip install 'safetytax[vllm]', or use backend: transformers"
+        ) from None
+    return build_openai_app({"llm_configs": [LLMConfig(**build_llm_config(cfg, model, lora_dir))]})
+
+
+def post_completion(url: str, body: dict, timeout_s: float) -> dict:
+    """Return the JSON response of POSTing `body` to an OpenAI completions URL."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+def is_retryable_http_error(err: Exception) -> bool:
+    """Return True for errors a restarted replica can fix: refused connections and 5xx answers."""
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code >= 500
+    return isinstance(err, (urllib.error.URLError, ConnectionError))
