@@ -1,0 +1,412 @@
+"""The evaluator service: Serve started once per sweep, one generator app per base model, called once per trial.
+
+`EvaluatorService(cfg, base_model)` checks every input before Ray starts, `start()` deploys the base
+model's generator (and a GPU judge when one is chosen), and `evaluate(adapter=…)` scores one checkpoint:
+LoRA adapters go to the base model's deployment, a full-weights model gets an app of its own for the
+length of the call. Requests go through deployment handles, at most a few batches in flight; a
+request whose replica died is re-sent, and a run that cannot finish raises instead of reporting a part.
+The service holds only plain data, so a copy pickled into a Tune trial reaches the same apps by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import ray
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+from evaluators import vllm_backend
+from evaluators.benchmarks import get_benchmark
+from evaluators.cache import ResultCache, model_hash, result_key
+from evaluators.config import EvalConfig
+from evaluators.generation import Completion, ReplyPlanner
+from evaluators.judges import get_judge, known_judges
+from evaluators.runner import EvalResult, headline_metrics, run_benchmark
+from trainables.schema import ConfigError
+
+logger = logging.getLogger(__name__)
+RETRY_BACKOFF_S = 0.5
+SERVED_JUDGES = ("beaver-dam", "llama-guard")  # judges that run in Serve; the rest run in the caller
+
+
+class GenerationTimeout(ConfigError):
+    """A generation request outlived request_timeout_s; the message names the benchmark and the setting."""
+
+
+class EvaluationIncomplete(RuntimeError):
+    """Requests still failed after max_retries; no partial result is reported."""
+
+
+def resolve_model(model: str) -> str:
+    """Return a loadable model source (a local folder or a cached hub id), or raise ConfigError naming it."""
+    if model.startswith("tiny://"):
+        from trainables.tiny.lrm import resolve_tiny_path  # builds the tiny LRM on first use
+
+        model = str(resolve_tiny_path(model))
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model {model}: the folder has no config.json; give a Hugging Face model folder "
+                              "(config.json and weights), e.g. a full fine-tuning checkpoint")
+        return str(path.resolve())
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ConfigError(f"model {model} does not exist; give a model folder or a Hugging Face hub id (org/name)")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        raise ConfigError(f"model {model} is not a local folder, and HF_HUB_OFFLINE is set so it cannot be "
+                          "downloaded; download it first or give a local path")
+    return model
+
+
+def check_adapter(adapter: str) -> str:
+    """Return a peft adapter folder's absolute path, or raise ConfigError naming what is missing."""
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"adapter {adapter}: no adapter_config.json there; give the folder a LoRA run saved "
+                          "(peft save_pretrained)")
+    return str(path.resolve())
+
+
+# Errors a replaced replica can fix: the replica died, was unreachable, or shed load.
+SERVE_RETRYABLE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError, BackPressureError)
+
+
+def _is_retryable(err: Exception) -> bool:
+    return isinstance(err, SERVE_RETRYABLE) or vllm_backend.is_retryable_http_error(err)
+
+
+def complete_all(send: Callable, requests: list[dict], on_response: Callable[[int, dict], dict | None], *,
+                 window: int, timeout_s: float, max_retries: int, what: str) -> None:
+    """Send every request, and each follow-up `on_response(index, response)` returns, `window` at a time.
+
+    `send(request)` returns a pending call with `wait(timeout_s)` and `cancel()`. A request whose
+    replica died is re-sent up to `max_retries` times; then EvaluationIncomplete is raised.
+    """
+    queue: deque = deque((i, request, 0) for i, request in enumerate(requests))
+    in_flight: deque = deque()
+    last_pause = float("-inf")
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < window:
+                index, request, attempts = queue.popleft()
+                sent = time.monotonic()
+                in_flight.append((index, request, attempts, send(request), sent, sent + timeout_s))
+            index, request, attempts, call, sent, deadline = in_flight.popleft()
+            try:
+                response = call.wait(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise GenerationTimeout(
+                    f"{what}: a generation request took longer than request_timeout_s={timeout_s:g}s; raise "
+                    "request_timeout_s, or lower generation.max_new_tokens or max_batch_size"
+                ) from None
+            except Exception as err:
+                if not _is_retryable(err):
+                    raise
+                if attempts >= max_retries:
+                    raise EvaluationIncomplete(
+                        f"{what}: a generator replica failed and a request was re-sent {max_retries} times "
+                        f"(max_retries); the evaluation stops without a partial result. Last error: {err}"
+                    ) from err
+                logger.warning("%s: re-sending a request (attempt %d of %d) after %s: %s", what, attempts + 1,
+                               max_retries, type(err).__name__, err)
+                if sent > last_pause:  # one pause per failure: requests sent before it failed together
+                    time.sleep(RETRY_BACKOFF_S * 2**attempts)  # give Serve time to replace the replica
+                    last_pause = time.monotonic()
+                queue.appendleft((index, request, attempts + 1))
+                continue
+            follow_up = on_response(index, response)
+            if follow_up is not None:
+                queue.append((index, follow_up, 0))
+    finally:
+        for _, _, _, call, _, _ in in_flight:
+            call.cancel()
+
+
+class _HandleCall:
+    def __init__(self, response):
+        self.response = response
+
+    def wait(self, timeout_s: float) -> dict:
+        return self.response.result(timeout_s=timeout_s)
+
+    def cancel(self) -> None:
+        self.response.cancel()
+
+
+class _FutureCall:
+    def __init__(self, future):
+        self.future = future
+
+    def wait(self, timeout_s: float) -> dict:
+        return self.future.result(timeout=timeout_s)
+
+    def cancel(self) -> None:
+        self.future.cancel()
+
+
+def _samples_digest(samples) -> str:
+    rows = [[s.id, s.prompt, repr(s.reference)] for s in samples]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def _file_name(benchmark: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", benchmark).strip("_") + ".jsonl"
+
+
+class EvaluatorService:
+    """Scores a base model and its fine-tuned variants on benchmarks through Ray Serve; a context manager."""
+
+    def __init__(self, cfg: EvalConfig, base_model: str):
+        self.cfg = cfg
+        self.base_model = base_model
+        # Fail on bad input now, before Ray starts or a model loads.
+        for name in cfg.benchmarks:
+            get_benchmark(name, _data_dir(cfg))
+        if cfg.judge not in known_judges():
+            raise ConfigError(f"unknown judge {cfg.judge!r}; known: {', '.join(known_judges())}")
+        if cfg.judge == "llama-guard" and "model_path" not in cfg.judge_options:
+            raise ConfigError("judge llama-guard needs judge_options.model_path (a Llama Guard model to serve)")
+        if not base_model.startswith("tiny://"):
+            resolve_model(base_model)
+        self.base_source: str | None = None  # resolved in start(): tiny:// may build the tiny LRM
+        self.prefix = f"safetytax-{uuid.uuid4().hex[:8]}"
+        self.app_name = f"{self.prefix}-generator"
+        self.judge_app: str | None = None
+        self._owns_ray = False
+        self._tokenizers: dict = {}
+
+    def __getstate__(self) -> dict:
+        # A copy in a trial process uses the apps but must not shut Ray down.
+        return {**self.__dict__, "_owns_ray": False, "_tokenizers": {}}
+
+    def __enter__(self) -> EvaluatorService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def start(self) -> None:
+        """Start Ray and Serve if needed, and deploy the base model's generator (and a served judge)."""
+        if self.base_source is not None:
+            return
+        base_source = resolve_model(self.base_model)
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False)
+            self._owns_ray = True
+        serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})
+        self._deploy_generator(base_source, self.app_name)
+        if self.cfg.judge in SERVED_JUDGES:
+            self._deploy_judge()
+        self.base_source = base_source
+
+    def shutdown(self) -> None:
+        """Delete this service's apps, and stop Ray if this service started it."""
+        if ray.is_initialized():
+            for app in (self.app_name, self.judge_app):
+                if app is not None and app in serve.status().applications:
+                    serve.delete(app)
+            if self._owns_ray:
+                serve.shutdown()
+                ray.shutdown()
+        self.base_source, self._owns_ray = None, False
+
+    def _deploy_generator(self, source: str, app_name: str) -> None:
+        cfg = self.cfg
+        if cfg.backend == "vllm":
+            app = vllm_backend.build_app(cfg, source, cfg.vllm.lora_dir)
+        else:
+            from evaluators.transformers_backend import TransformersGenerator
+
+            app = TransformersGenerator.options(
+                num_replicas=cfg.num_replicas,
+                ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
+                # One batch generating, the next filling, and room for stats and health calls.
+                max_ongoing_requests=2 * cfg.max_batch_size + 4,
+                max_constructor_retry_count=2,
+            ).bind(source, cfg.dtype, cfg.trust_remote_code, cfg.max_adapters_per_replica, cfg.max_batch_size,
+                   cfg.batch_wait_timeout_s)
+        serve.run(app, name=app_name, route_prefix=f"/{app_name}")
+
+    def _deploy_judge(self) -> None:
+        self.judge_app = f"{self.prefix}-judge"
+        if self.cfg.judge == "llama-guard":
+            self._deploy_generator(resolve_model(self.cfg.judge_options["model_path"]), self.judge_app)
+            return
+        from evaluators.beaver_dam import beaver_dam_deployment_options
+
+        app = JudgeServer.options(**beaver_dam_deployment_options()).bind(self.cfg.judge, self.cfg.judge_options)
+        serve.run(app, name=self.judge_app, route_prefix=f"/{self.judge_app}")
+
+    # ---- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(self, adapter: str | None = None, model: str | None = None, benchmarks: list[str] | None = None,
+                 limit: int | None = None, out_dir: str | Path | None = None) -> EvalResult:
+        """Return the metrics of a model (the base, a LoRA adapter on it, or a full-weights `model`).
+
+        Each benchmark's records go to `out_dir/<benchmark>.jsonl` (a new temporary folder when None).
+        Cached benchmarks generate nothing.
+        """
+        cfg = self.cfg
+        names = benchmarks or cfg.benchmarks
+        chosen = {name: get_benchmark(name, _data_dir(cfg)) for name in names}
+        limit = limit if limit is not None else cfg.limit
+        if adapter is not None and cfg.backend == "transformers":
+            adapter = check_adapter(adapter)
+        self.start()
+        own_app = model is not None and resolve_model(model) != self.base_source
+        source = resolve_model(model) if own_app else self.base_source
+        app_name = f"{self.prefix}-model-{uuid.uuid4().hex[:6]}" if own_app else self.app_name
+        identity, cache = self._identity(source, adapter)
+        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
+        planner = ReplyPlanner(cfg.generation, self._tokenizer(source))
+        judge = functools.cache(self._judge)  # built once, and only if a safety benchmark is scored
+        metrics, files, hits = {}, {}, []
+        if own_app:
+            self._deploy_generator(source, app_name)
+        try:
+            for name, benchmark in chosen.items():
+                samples = benchmark.load(limit)
+                key = result_key(model=identity, benchmark=name, samples=_samples_digest(samples), limit=limit,
+                                 generation=cfg.generation.model_dump(), backend=cfg.backend, dtype=cfg.dtype,
+                                 judge=[cfg.judge, cfg.judge_options] if benchmark.kind == "safety" else None)
+                files[name] = out / _file_name(name)
+                metrics[name], cached = run_benchmark(
+                    benchmark, samples,
+                    generate=lambda prompts, name=name: self._generate(app_name, source, adapter, prompts, planner,
+                                                                       name),
+                    fmt=planner.format,
+                    judge=judge,
+                    cache=cache, key=key, about={"benchmark": name, "model": source, "adapter": adapter,
+                                                 "judge": cfg.judge}, out_file=files[name])
+                hits.append(cached)
+        finally:
+            if own_app:
+                        serve.delete(app_name)
+        kinds = {name: benchmark.kind for name, benchmark in chosen.items()}
+        return EvalResult(metrics=metrics, **headline_metrics(metrics, kinds), judge=cfg.judge, sample_files=files,
+                          cached=all(hits), model_hash=identity)
+
+    def _identity(self, source: str, adapter: str | None) -> tuple[str, ResultCache]:
+        """Return the model's content hash and the cache; models without local files are not cached."""
+        if Path(source).is_dir() and (adapter is None or Path(adapter).is_dir()):
+            return model_hash(source, adapter), ResultCache(self.cfg.cache_dir)
+        return hashlib.sha256(f"{source}+{adapter}".encode()).hexdigest(), ResultCache(None)
+
+    def _tokenizer(self, source: str):
+        if source not in self._tokenizers:
+            from transformers import AutoTokenizer
+
+            self._tokenizers[source] = AutoTokenizer.from_pretrained(source, trust_remote_code=self.cfg.trust_remote_code)
+        return self._tokenizers[source]
+
+    def _sender(self, app_name: str, source: str, adapter: str | None) -> Callable:
+        """Return send(request) -> pending call, for the app's backend."""
+        cfg = self.cfg
+        if cfg.backend == "transformers":
+            handle = serve.get_app_handle(app_name)
+            return lambda request: _HandleCall(handle.completions.remote(request))
+        host = "127.0.0.1" if cfg.http_host in ("0.0.0.0", "::") else cfg.http_host
+        url = f"http://{host}:{cfg.http_port}/{app_name}/v1/completions"
+        model_id = vllm_backend.served_model_id(source)
+        name = vllm_backend.adapter_name(adapter, cfg.vllm.lora_dir) if adapter else None
+        pool = ThreadPoolExecutor(max_workers=self._window())
+        return lambda request: _FutureCall(pool.submit(
+            vllm_backend.post_completion, url, vllm_backend.vllm_request(request, model_id, name),
+            cfg.request_timeout_s))
+
+    def _window(self) -> int:
+        # Two batches per replica in flight keep replicas busy without queueing the whole benchmark.
+        return 2 * self.cfg.max_batch_size * self.cfg.num_replicas
+
+    def _generate(self, app_name: str, source: str, adapter: str | None, prompts: list[str], planner: ReplyPlanner,
+                  benchmark: str) -> list[str]:
+        """Return the reply to every prompt, generated by the app (under the thinking budget, if any)."""
+        replies, first = [], []
+        for prompt in prompts:
+            reply, request = planner.start(prompt, adapter)
+            replies.append(reply)
+            first.append(request)
+        complete_all(self._sender(app_name, source, adapter), first,
+                     lambda i, response: planner.advance(replies[i], Completion.from_openai(response)),
+                     window=self._window(), timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries,
+                     what=f"benchmark {benchmark}")
+        return [reply.output for reply in replies]
+
+    def _judge(self):
+        """Return the judge: built here for CPU judges, a proxy to the served judge otherwise."""
+        cfg = self.cfg
+        if cfg.judge == "beaver-dam":
+            return _ServedJudge(self.judge_app, cfg)
+        if cfg.judge == "llama-guard":
+            source = resolve_model(cfg.judge_options["model_path"])
+            return get_judge("llama-guard", generate=lambda chats: self._guard_replies(source, chats))
+        return get_judge(cfg.judge, **cfg.judge_options)
+
+    def _guard_replies(self, source: str, chats: list[list[dict]]) -> list[str]:
+        from evaluators.judges import LLAMA_GUARD_GENERATION
+
+        tokenizer = self._tokenizer(source)
+        requests = [{"model": None, "prompt": tokenizer.apply_chat_template(chat, tokenize=False,
+                                                                             add_generation_prompt=True),
+                     "top_p": 1.0, "stop": [], "seed": 0, **LLAMA_GUARD_GENERATION} for chat in chats]
+        texts: list[str] = [""] * len(requests)
+
+        def record(i: int, response: dict) -> None:
+            texts[i] = Completion.from_openai(response).text
+
+        complete_all(self._sender(self.judge_app, source, None), requests, record, window=self._window(),
+                     timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries, what="judge llama-guard")
+        return texts
+
+
+def _data_dir(cfg: EvalConfig) -> str | None:
+    return str(cfg.data_dir) if cfg.data_dir is not None else None
+
+
+JUDGE_CHUNK = 64  # pairs per request to a served judge, which batches them itself
+
+
+class _ServedJudge:
+    """The caller's side of a judge hosted in Serve: sends pairs in chunks, with the same retries."""
+
+    def __init__(self, app_name: str, cfg: EvalConfig):
+        self.name, self.app_name, self.cfg = cfg.judge, app_name, cfg
+
+    def judge(self, prompts: list[str], responses: list[str]) -> list:
+        handle = serve.get_app_handle(self.app_name)
+        chunks = [(prompts[i:i + JUDGE_CHUNK], responses[i:i + JUDGE_CHUNK]) for i in range(0, len(prompts), JUDGE_CHUNK)]
+        verdicts: list[list] = [[] for _ in chunks]
+
+        def record(i: int, response: list) -> None:
+            verdicts[i] = response
+
+        complete_all(lambda chunk: _HandleCall(handle.judge.remote(*chunk)), chunks, record, window=4,
+                     timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries, what=f"judge {self.name}")
+        return [verdict for chunk in verdicts for verdict in chunk]
+
+
+@serve.deployment
+class JudgeServer:
+    """Hosts one judge (e.g. beaver-dam on a GPU) for every trial of a sweep."""
+
+    def __init__(self, name: str, options: dict):
+        self.judge_model = get_judge(name, **options)
+
+    def judge(self, prompts: list[str], responses: list[str]) -> list:
+        """Return the judge's verdicts for the pairs."""
+        return self.judge_model.judge(prompts, responses)

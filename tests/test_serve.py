@@ -1,0 +1,240 @@
+"""The evaluator through real Ray Serve on 127.0.0.1: LoRA variants of one base, batching, budget forcing, caching.
+
+All tests share one Ray instance and one base-model deployment (module-scoped) to save start-up time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import urllib.request
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray import serve  # noqa: E402
+
+from evaluators.config import EvalConfig  # noqa: E402
+from evaluators.service import EvaluatorService, GenerationTimeout  # noqa: E402
+from trainables.formats import FORMATS  # noqa: E402
+from trainables.schema import ConfigError, build  # noqa: E402
+
+S1 = FORMATS["s1"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def http_port():
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def lively_model_dir(tmp_path_factory, char_tokenizer):
+    """A random tiny Qwen2 with large weights, so greedy replies differ from prompt to prompt."""
+    from trainables.tiny.model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-lively")
+    build_tiny_model(char_tokenizer, seed=1, initializer_range=0.3).save_pretrained(out)
+    char_tokenizer.save_pretrained(out)
+    return out
+
+
+def make_adapter(model_dir, out_dir, seed: int):
+    """Save a random LoRA adapter (init_lora_weights=False, so it changes the model's replies)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out_dir)
+    return out_dir
+
+
+def make_cfg(port: int, cache_dir=None, **overrides) -> EvalConfig:
+    data = {"benchmarks": ["tiny-arith", "tiny-harmful"], "limit": 4, "http_port": port,
+            "cache_dir": str(cache_dir) if cache_dir else None, "num_cpus_per_replica": 0.25,
+            "max_batch_size": 8, "generation": {"max_new_tokens": 24}}
+    data.update(overrides)
+    return build(EvalConfig, data)
+
+
+@pytest.fixture(scope="module")
+def service(http_port, lively_model_dir, tmp_path_factory):
+    cache_dir = tmp_path_factory.mktemp("eval-cache")
+    with EvaluatorService(make_cfg(http_port, cache_dir), str(lively_model_dir)) as svc:
+        yield svc
+
+
+def stats(svc: EvaluatorService) -> dict:
+    return serve.get_app_handle(svc.app_name).stats.remote().result()
+
+
+def read_records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_deployment_serves_two_adapters_and_loads_the_base_once(service, lively_model_dir, tmp_path):
+    adapter_a = make_adapter(lively_model_dir, tmp_path / "a", seed=1)
+    adapter_b = make_adapter(lively_model_dir, tmp_path / "b", seed=2)
+    base = service.evaluate(out_dir=tmp_path / "base")
+    a = service.evaluate(adapter=str(adapter_a), out_dir=tmp_path / "ra")
+    b = service.evaluate(adapter=str(adapter_b), out_dir=tmp_path / "rb")
+    outputs = {name: [r["output"] for r in read_records(result.sample_files["tiny-arith"])]
+               for name, result in [("base", base), ("a", a), ("b", b)]}
+    assert outputs["a"] != outputs["b"] and outputs["a"] != outputs["base"] and outputs["b"] != outputs["base"]
+    assert len({base.model_hash, a.model_hash, b.model_hash}) == 3
+    counters = stats(service)
+    assert counters["base_loads"] == 1 and counters["adapter_loads"] == 2
+    # The base reply is the same after adapters were loaded: they are switched off for base requests.
+    again = service.evaluate(benchmarks=["tiny-arith"], out_dir=tmp_path / "again")
+    assert [r["output"] for r in read_records(again.sample_files["tiny-arith"])] == outputs["base"]
+
+
+def test_batched_replies_equal_one_at_a_time_greedy_replies(service):
+    handle = serve.get_app_handle(service.app_name)
+    prompts = [f"<|im_start|>user\nWhat is {i * 137} + {i}?{'!' * i}<|im_end|>\n<|im_start|>assistant\n"
+               for i in range(8)]
+    requests = [{"prompt": p, "max_tokens": 20, "temperature": 0.0, "stop": ["<|im_end|>"]} for p in prompts]
+    before = len(stats(service)["batch_sizes"])
+    batched = [r.result()["choices"][0]["text"] for r in [handle.completions.remote(q) for q in requests]]
+    single = [handle.completions.remote(q).result()["choices"][0]["text"] for q in requests]
+    sizes = stats(service)["batch_sizes"][before:]
+    assert max(sizes) > 1 and sizes[-len(requests):] == [1] * len(requests)
+    assert batched == single
+    assert len(set(single)) > 1  # the prompts lead to different replies, so padding mistakes would show
+
+
+def test_thinking_budget_forces_the_answer_marker(http_port, lively_model_dir, tmp_path):
+    cfg = make_cfg(http_port, benchmarks=["tiny-arith"], generation={"max_new_tokens": 20, "thinking_budget": 5})
+    with EvaluatorService(cfg, str(lively_model_dir)) as svc:
+        result = svc.evaluate(out_dir=tmp_path)
+    for record in read_records(result.sample_files["tiny-arith"]):
+        thinking, answer = S1.split(record["output"])
+        assert answer is not None and record["answer"] == answer
+        assert len(thinking) <= 5  # five character tokens, then the forced <|im_start|>answer
+        assert record["output"].startswith(S1.think_prefill)
+
+
+def test_a_cache_hit_does_no_generation(service, tmp_path):
+    first = service.evaluate(benchmarks=["tiny-harmful"], limit=3, out_dir=tmp_path / "first")
+    started = stats(service)["requests_started"]
+    second = service.evaluate(benchmarks=["tiny-harmful"], limit=3, out_dir=tmp_path / "second")
+    assert stats(service)["requests_started"] == started
+    assert second.cached and second.metrics == first.metrics
+    assert second.sample_files["tiny-harmful"].read_text() == first.sample_files["tiny-harmful"].read_text()
+    other_limit = service.evaluate(benchmarks=["tiny-harmful"], limit=2, out_dir=tmp_path / "third")
+    assert not other_limit.cached and stats(service)["requests_started"] > started
+
+
+def test_result_has_headlines_judge_and_per_sample_rows(service, tmp_path):
+    result = service.evaluate(benchmarks=["tiny-arith", "tiny-harmful", "tiny-xstest"], limit=2, out_dir=tmp_path)
+    assert result.judge == "refusal-patterns"
+    assert result.reasoning_accuracy == result.metrics["tiny-arith"]["accuracy"]
+    assert result.harmful_score == result.metrics["tiny-harmful"]["harmful_score"]
+    assert result.refusal_rate == result.metrics["tiny-xstest"]["refusal_rate"]
+    harmful = read_records(result.sample_files["tiny-harmful"])
+    assert len(harmful) == 2 and {"flagged", "incoherent", "categories", "answer"} <= set(harmful[0])
+    assert "correct" in read_records(result.sample_files["tiny-arith"])[0]
+    assert "refused" in read_records(result.sample_files["tiny-xstest"])[0]
+
+
+def test_http_proxy_answers_on_localhost(service, http_port):
+    body = {"prompt": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "max_tokens": 4}
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/{service.app_name}", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        reply = json.loads(response.read())
+    assert reply["choices"][0]["finish_reason"] in ("stop", "length")
+    assert EvalConfig().http_host == "127.0.0.1"
+
+
+def test_a_full_weights_model_gets_its_own_app_for_the_call(service, char_tokenizer, tmp_path):
+    from trainables.tiny.model import build_tiny_model
+
+    build_tiny_model(char_tokenizer, seed=7, initializer_range=0.3).save_pretrained(tmp_path / "full")
+    char_tokenizer.save_pretrained(tmp_path / "full")
+    loads = stats(service)["base_loads"]
+    result = service.evaluate(model=str(tmp_path / "full"), benchmarks=["tiny-arith"], limit=2, out_dir=tmp_path)
+    assert result.metrics["tiny-arith"]["n"] == 2
+    apps = serve.status().applications
+    assert service.app_name in apps and not any("-model-" in name for name in apps)
+    assert stats(service)["base_loads"] == loads
+
+
+def test_a_generation_timeout_names_the_benchmark_and_setting(http_port, lively_model_dir):
+    cfg = make_cfg(http_port, benchmarks=["tiny-arith"], request_timeout_s=0.001)
+    with EvaluatorService(cfg, str(lively_model_dir)) as svc:
+        with pytest.raises(GenerationTimeout, match="benchmark tiny-arith.*request_timeout_s=0.001"):
+            svc.evaluate()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"benchmarks": ["tiny-arith", "mmlu"]}, "unknown benchmark 'mmlu'; known: tiny-arith, aime24"),
+    ({"judge": "gpt-judge"}, "unknown judge 'gpt-judge'; known: refusal-patterns"),
+    ({"benchmarks": ["file:/nonexistent/prompts.csv#question"]}, "prompts.csv"),
+])
+def test_bad_input_fails_before_serve_starts_an_app(http_port, lively_model_dir, overrides, message):
+    apps = set(serve.status().applications)
+    with pytest.raises(ConfigError, match=message):
+        EvaluatorService(make_cfg(http_port, **overrides), str(lively_model_dir))
+    assert set(serve.status().applications) == apps
+
+
+def test_model_paths_that_do_not_load_are_named(http_port, tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=f"model {tmp_path / 'empty'}: the folder has no config.json"):
+        EvaluatorService(make_cfg(http_port), str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        EvaluatorService(make_cfg(http_port), str(tmp_path / "missing"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE is set"):
+        EvaluatorService(make_cfg(http_port), "nobody-here/not-a-cached-model")
+
+
+def test_an_adapter_folder_without_adapter_config_is_named(service, tmp_path):
+    with pytest.raises(ConfigError, match="no adapter_config.json"):
+        service.evaluate(adapter=str(tmp_path))
+
+
+def test_real_benchmark_samples_run_end_to_end(http_port, lively_model_dir, shared_data, tmp_path):
+    cfg = make_cfg(http_port, benchmarks=["math500", "aime24", "beavertails", "xstest"], limit=2,
+                   data_dir=str(shared_data), generation={"max_new_tokens": 16})
+    with EvaluatorService(cfg, str(lively_model_dir)) as svc:
+        result = svc.evaluate(out_dir=tmp_path)
+    assert {name: m["n"] for name, m in result.metrics.items()} == {"math500": 2, "aime24": 2, "beavertails": 2,
+                                                                    "xstest": 2}
+    first_problem = json.loads((shared_data / "math500_test.jsonl").read_text().splitlines()[0])["problem"]
+    assert first_problem in read_records(result.sample_files["math500"])[0]["prompt"]
+    for value in (result.reasoning_accuracy, result.harmful_score, result.harmful_score_plus, result.refusal_rate):
+        assert 0.0 <= value <= 100.0
+
+
+def test_cli_prints_a_table_of_metrics(http_port, lively_model_dir, tmp_path, capsys):
+    import argparse
+
+    from evaluators import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", "--model", str(lively_model_dir), "--benchmarks", "tiny-arith,tiny-harmful",
+                              "--limit", "2", "--no-cache", "--out-dir", str(tmp_path), f"http_port={http_port}",
+                              "num_cpus_per_replica=0.25", "generation.max_new_tokens=12"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["benchmark", "accuracy", "harmful_score", "harmful_score_plus", "n"]
+    assert lines[1].startswith("tiny-arith") and lines[1].split()[-1] == "2"
+    assert lines[2].startswith("tiny-harmful") and "judge=refusal-patterns" in "\n".join(lines)
+    assert (tmp_path / "tiny-harmful.jsonl").is_file()
