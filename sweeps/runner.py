@@ -75,10 +75,16 @@ def check_data(spec: SweepSpec) -> None:
         mix_reasoning(examples, load_examples(cfg.reasoning_data), cfg.reasoning_mix, cfg.train.seed)
 
 
+# Fields a resumed sweep may change: Tune restores its own copies of the first ones, and the rest
+# only say how to run the same trials (ports, timeouts, retries), not what they measure.
+RESUMABLE_CHANGES = ("num_samples", "max_concurrent_trials", "max_failures", "resources_per_trial",
+                     "evaluation.http_", "evaluation.request_timeout_s", "evaluation.max_retries",
+                     "evaluation.num_replicas", "evaluation.cache_dir")
+
+
 def _spec_changes(spec_params: dict[str, str], logged: dict[str, str]) -> list[str]:
-    ignored = ("num_samples", "max_concurrent_trials")  # Tune restores these from its own state
     keys = set(spec_params) | set(logged)
-    return sorted(k for k in keys if not k.startswith(ignored) and spec_params.get(k) != logged.get(k))
+    return sorted(k for k in keys if not k.startswith(RESUMABLE_CHANGES) and spec_params.get(k) != logged.get(k))
 
 
 def _open_parent(client, spec: SweepSpec, experiment_id: str, resume: bool, spec_params: dict[str, str]) -> str:
@@ -97,7 +103,7 @@ def _open_parent(client, spec: SweepSpec, experiment_id: str, resume: bool, spec
                                          "sampler": spec.sampler})
     tracking.log_params(client, run.info.run_id, spec_params)
     with tempfile.TemporaryDirectory() as tmp:
-        resolved = Path(tmp) / "sweep.yaml"
+        resolved = Path(tmp) / "config.yaml"
         resolved.write_text(yaml.safe_dump(_loggable_spec(spec), sort_keys=False))
         tracking.log_artifact(client, run.info.run_id, resolved)
     return run.info.run_id
@@ -159,7 +165,8 @@ class TrialRecorder(tune.Callback):
         client = tracking.client(self.tracking_uri)
         run = tracking.trial_run(client, self.experiment_id, self.parent_run_id, trial.trial_id,
                                  run_name=f"trial-{trial.trial_id}")
-        tracking.log_params(client, run.info.run_id, {k: str(trial.config.get(k)) for k in self.searched})
+        tracking.log_params(client, run.info.run_id,
+                            tracking.flatten_params({k: trial.config.get(k) for k in self.searched}))
         tracking.mark_failed(client, run.info.run_id, str(error))
         last_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         print(self._line(trial, f"FAILED after retries: {last_line}"), flush=True)

@@ -118,11 +118,14 @@ def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def log_params(mlflow_client, run_id: str, params: Mapping[str, str]) -> None:
-    """Log params in batches; a param already logged with the same value (a resumed trial) is skipped."""
+    """Log params in batches; params the run already has (a retried or resumed trial) are skipped.
+
+    MLflow params are immutable, and a trial's params never change between its attempts.
+    """
     from mlflow.entities import Param
 
     logged = mlflow_client.get_run(run_id).data.params
-    todo = [Param(k, v) for k, v in params.items() if logged.get(k) != v]
+    todo = [Param(k, v) for k, v in params.items() if k not in logged]
     for start in range(0, len(todo), BATCH):
         mlflow_client.log_batch(run_id, params=todo[start:start + BATCH])
 

@@ -18,6 +18,7 @@ from sweeps.search_space import apply_point
 from sweeps.spec import SweepSpec
 
 CHECKPOINT_TAG = "checkpoint_dir"
+ATTEMPTS_TAG = "attempts"
 
 
 @dataclass
@@ -64,6 +65,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         return
 
     client.update_run(run_id, status="RUNNING")
+    # Retries (max_failures) and resumed runs show up here rather than as extra runs.
+    client.set_tag(run_id, ATTEMPTS_TAG, str(int(run.data.tags.get(ATTEMPTS_TAG, "0")) + 1))
     try:
         metrics = _train_and_evaluate(spec, context, point, trial_id, client, run_id)
     except (KeyboardInterrupt, SystemExit):  # the sweep was stopped; --resume runs this trial again

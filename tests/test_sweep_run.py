@@ -1,0 +1,240 @@
+"""Real sweeps on CPU: Ray Tune + Optuna run trials, Ray Train trains, Serve evaluates, MLflow records the front.
+
+Each test costs minutes on 2 cores (every trial starts Ray Train workers), so all are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeps import tracking
+from sweeps.pareto import hypervolume, pareto_front
+from sweeps.report import FRONT_CSV, PLOT_HTML, PLOT_PNG
+from sweeps.runner import run_sweep
+from sweeps.spec import TINY_SPEC, load_spec
+from trainables.schema import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    """Return a free local port, so Serve's proxy never collides with another test's."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def store_overrides(tmp_path: Path, experiment: str) -> list[str]:
+    """Overrides that keep every output of a sweep inside `tmp_path`."""
+    return [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.experiment={experiment}",
+            f"storage_path={tmp_path}/tune", f"base.output_dir={tmp_path}/runs",
+            f"evaluation.cache_dir={tmp_path}/eval-cache", f"evaluation.http_port={free_port()}"]
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory, tiny_model_dir) -> Path:
+    """Local refusal and reasoning data in the tiny formats, beside the random-weight tiny model."""
+    from trainables.tiny import tasks
+
+    folder = tmp_path_factory.mktemp("assets")
+    with (folder / "refusals.jsonl").open("w") as f:
+        for request in tasks.harmful_requests("train"):
+            f.write(json.dumps(tasks.refusal_row(request)) + "\n")
+    with (folder / "reasoning.jsonl").open("w") as f:
+        for e in tasks.reasoning_examples(64, seed=1):
+            f.write(json.dumps({"prompt": e.prompt, "thinking": e.thinking, "answer": e.answer}) + "\n")
+    return folder
+
+
+def random_model_spec(tiny_assets: Path, tiny_model_dir: Path, **fields) -> dict:
+    """A small sweep over the random-weight tiny model: plumbing at minimum cost per trial."""
+    spec = {
+        "name": "plumbing",
+        "base": {
+            "model": str(tiny_model_dir),
+            "data": {"path": str(tiny_assets / "refusals.jsonl"), "format": "directrefusal"},
+            "reasoning_data": {"path": str(tiny_assets / "reasoning.jsonl"), "format": "pairs",
+                               "response_column": "answer", "thinking_column": "thinking"},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            "train": {"learning_rate": 1e-3, "epochs": 1, "per_device_batch_size": 8, "max_seq_length": 128,
+                      "max_steps": 2},
+            "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 1}},
+        },
+        "evaluation": {"benchmarks": ["tiny-arith", "tiny-harmful"], "limit": 3,
+                       "generation": {"max_new_tokens": 16}, "num_cpus_per_replica": 0},
+        "search_space": {"data.size": {"choice": [8, 16]}, "train.learning_rate": {"loguniform": [1e-4, 1e-2]}},
+        "num_samples": 2,
+        "max_concurrent_trials": 1,
+        "population_size": 2,
+    }
+    spec.update(fields)
+    return spec
+
+
+def test_three_trial_sweep_on_the_tiny_lrm(tmp_path, monkeypatch):
+    from trainables.tiny.lrm import ensure_tiny_lrm
+
+    ensure_tiny_lrm()  # built once per machine (minutes), then cached
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(TINY_SPEC, [
+        *store_overrides(tmp_path, "tiny-test"), "num_samples=3", "population_size=2", "max_concurrent_trials=2",
+        "base.train.max_steps=4", "evaluation.limit=12", "evaluation.generation.max_new_tokens=96"])
+
+    outcome = run_sweep(spec, verbose=0)
+
+    assert outcome.finished
+    client = tracking.client(outcome.tracking_uri)
+    runs = client.search_runs([outcome.experiment_id])
+    parents = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert len({c.data.tags[tracking.TRIAL_ID_TAG] for c in children}) == 3
+
+    # The parent: resolved config, the base model's point, the front's artifacts and hypervolume.
+    assert parent.data.params["base.model"] == "tiny://lrm"
+    assert parent.data.params["search_space.train.learning_rate.loguniform"] == "[0.0001, 0.003]"
+    for name in ("harmful_score", "reasoning_accuracy"):
+        assert 0 <= parent.data.metrics[f"base_model/{name}"] <= 100
+    artifacts = {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert {PLOT_PNG, PLOT_HTML, FRONT_CSV, "config.yaml", "base_model_samples"} <= artifacts
+    assert outcome.plot.is_file()
+
+    # Each child: its sampled params, the loss curve, metrics, per-sample JSONL, the checkpoint.
+    points = []
+    for child in children:
+        params, metrics, tags = child.data.params, child.data.metrics, child.data.tags
+        assert child.info.status == "FINISHED" and tags["attempts"] == "1"
+        assert int(params["data.size"]) in (8, 24, 48)
+        assert 1e-4 <= float(params["train.learning_rate"]) <= 3e-3
+        assert 1 <= int(params["train.epochs"]) <= 3
+        assert params["model"] == "tiny://lrm" and params["finetune"] == "lora"
+        losses = client.get_metric_history(child.info.run_id, "train_loss")
+        assert [m.step for m in losses] == list(range(1, len(losses) + 1)) and 1 <= len(losses) <= 4
+        assert {"harmful_score", "reasoning_accuracy", "refusal_rate", "tiny-arith/accuracy",
+                "tiny-harmful/harmful_score", "tiny-xstest/refusal_rate"} <= set(metrics)
+        samples = {f.path for f in client.list_artifacts(child.info.run_id, "samples")}
+        assert {"samples/tiny-arith.jsonl", "samples/tiny-harmful.jsonl", "samples/tiny-xstest.jsonl"} <= samples
+        assert (Path(tags["checkpoint_dir"]) / "adapter_config.json").is_file()
+        points.append({"run_id": child.info.run_id, **metrics})
+
+    # Tags agree with the front computed from the recorded metrics; the hypervolume matches too.
+    directions = spec.directions()
+    front = {points[i]["run_id"] for i in pareto_front(points, directions)}
+    assert {c.info.run_id for c in children if c.data.tags[tracking.PARETO_TAG] == "true"} == front
+    assert parent.data.metrics["hypervolume"] == pytest.approx(
+        hypervolume([p for p in points if p["run_id"] in front], directions))
+
+    # Starting the same sweep again, without --resume, is refused before Ray starts.
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(spec, verbose=0)
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_assets, tiny_model_dir, monkeypatch):
+    # A model folder with a config.json passes the schema, but nothing in it loads: the trial fails at run time.
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    data = random_model_spec(tiny_assets, tiny_model_dir, sampler="grid", max_failures=1,
+                             search_space={"model": {"choice": [str(tiny_model_dir), str(broken)]}})
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
+    spec = load_spec(tmp_path / "sweep.yaml", store_overrides(tmp_path, "failure-test"))
+
+    outcome = run_sweep(spec, verbose=0)
+
+    assert outcome.finished
+    by_model = {t["params"]["model"]: t for t in outcome.trials}
+    good, bad = by_model[str(tiny_model_dir)], by_model[str(broken)]
+    assert good["status"] == "FINISHED" and bad["status"] == "FAILED"
+    client = tracking.client(outcome.tracking_uri)
+    failed = client.get_run(bad["run_id"])
+    assert "run_alignment" in failed.data.tags[tracking.ERROR_TAG]  # the traceback of where it failed
+    assert bad["error"]  # its last line, shown by `safetytax pareto`
+    assert failed.data.tags["attempts"] == "2"  # the first try and one retry (max_failures=1)
+    assert failed.data.tags[tracking.PARETO_TAG] == "false"
+    assert [outcome.trials[i]["trial_id"] for i in outcome.front] == [good["trial_id"]]
+
+
+def _finished_trial_runs(db: Path) -> list[tuple[str, int]]:
+    """Return (run id, end time) of FINISHED trial runs, reading the store without touching its schema."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute(
+                "select r.run_uuid, r.end_time from runs r join tags t on t.run_uuid = r.run_uuid "
+                "where t.key = 'safetytax.role' and t.value = 'trial' and r.status = 'FINISHED'").fetchall()
+    except sqlite3.Error:  # not created yet
+        return []
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir):
+    data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
+    overrides = store_overrides(tmp_path, "resume-test")
+    command = [sys.executable, "-m", "sweeps.cli", "sweep", "sweep.yaml", *overrides, "--quiet"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+    # Its own process group, so the driver and the Ray cluster it started die together.
+    with (tmp_path / "first.log").open("w") as log:
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        while not _finished_trial_runs(tmp_path / "mlflow.db"):
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in 15 minutes"
+            time.sleep(1)
+        time.sleep(2)  # Tune saves its state every second; give it one save
+        finished_before = dict(_finished_trial_runs(tmp_path / "mlflow.db"))
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    for _ in range(30):
+        if not _group_alive(driver.pid):
+            break
+        time.sleep(1)
+    assert not _group_alive(driver.pid), "processes of the killed sweep are still running"
+    assert len(finished_before) < 3
+
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    client = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("resume-test").experiment_id
+    runs = client.search_runs([experiment])
+    parents = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 3, "each trial has exactly one MLflow run"
+    assert len({c.data.tags[tracking.TRIAL_ID_TAG] for c in children}) == 3
+    assert all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        if child.info.run_id in finished_before:
+            # Not run again: same run, untouched end time, one attempt, one loss value per step.
+            assert child.info.end_time == finished_before[child.info.run_id]
+            assert child.data.tags["attempts"] == "1"
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+            assert steps == sorted(set(steps))
+    assert {PLOT_PNG, FRONT_CSV} <= {f.path for f in client.list_artifacts(parents[0].info.run_id)}
