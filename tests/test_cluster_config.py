@@ -1,0 +1,140 @@
+"""cluster.yaml: Ray's own validation accepts it, and it keeps the cluster's safety properties.
+
+No cloud call is made: Ray's schema check, its defaults merge and (where boto3 is installed) its
+security-group rule builder run offline, and the setup's input check runs in a local bash.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = REPO / "cluster.yaml"
+# GPUs per instance of the types this cluster may use; a new type needs its count here.
+GPUS_PER_INSTANCE = {"p5.48xlarge": 8, "p5e.48xlarge": 8, "p5en.48xlarge": 8, "p5.4xlarge": 1,
+                     "g6e.xlarge": 1, "g6e.2xlarge": 1, "g5.xlarge": 1, "g5.2xlarge": 1}
+GPU_FAMILIES = ("p", "g", "dl", "trn", "inf")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def worker_types(cluster: dict) -> dict[str, dict]:
+    return {name: node for name, node in cluster["available_node_types"].items() if name != cluster["head_node_type"]}
+
+
+def test_ray_validates_the_file_and_its_defaults_merge(cluster):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(cluster)
+    # What `ray up` validates after merging the AWS defaults (the cloud bootstrap comes after this).
+    validate_config(prepare_config(copy.deepcopy(cluster)))
+
+
+def test_ray_validation_catches_a_broken_copy(cluster):
+    # Guards the test above: the validator this file relies on does reject a bad cluster file.
+    from ray.autoscaler._private.util import validate_config
+
+    broken = copy.deepcopy(cluster)
+    broken["available_node_types"]["gpu8_h100"]["min_workers"] = "zero"
+    with pytest.raises(Exception, match="zero"):
+        validate_config(broken)
+
+
+def test_only_ssh_is_open_to_the_outside(cluster):
+    for name, node in cluster["available_node_types"].items():
+        # A node type with its own groups or interfaces would bypass the cluster's security group.
+        assert "SecurityGroupIds" not in node["node_config"], name
+        assert "NetworkInterfaces" not in node["node_config"], name
+    # Ray creates the group with node-to-node traffic and SSH; any rule added here must be SSH as well.
+    for rule in cluster["provider"].get("security_group", {}).get("IpPermissions", []):
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 22, 22), rule
+
+
+def test_the_rules_ray_creates_open_only_ssh(cluster):
+    pytest.importorskip("boto3", reason="Ray's AWS module needs boto3 (the aws extra)")
+    from ray.autoscaler._private.aws.config import _create_default_inbound_rules
+
+    extra = cluster["provider"].get("security_group", {}).get("IpPermissions", [])
+    rules = _create_default_inbound_rules({"sg-cluster"}, extra)
+    public = [r for r in rules if r.get("IpRanges") or r.get("Ipv6Ranges") or r.get("PrefixListIds")]
+    assert public, "expected Ray's SSH rule"
+    for rule in public:
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 22, 22), rule
+    for rule in rules:
+        if rule not in public:
+            assert {pair["GroupId"] for pair in rule["UserIdGroupPairs"]} == {"sg-cluster"}, rule
+
+
+def test_services_on_the_head_bind_loopback(cluster):
+    commands = " ".join(cluster["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in commands
+    mlflow = shlex.split(commands[commands.index("mlflow server"):].split(">")[0])
+    assert mlflow[mlflow.index("--host") + 1] == "127.0.0.1"
+    assert "0.0.0.0" not in CLUSTER_YAML.read_text()
+
+
+def test_mlflow_keeps_runs_on_the_head_and_artifacts_in_s3(cluster):
+    commands = " ".join(cluster["head_start_ray_commands"])
+    mlflow = shlex.split(commands[commands.index("mlflow server"):].split(">")[0])
+    backend = mlflow[mlflow.index("--backend-store-uri") + 1]
+    assert "sqlite:////home/ubuntu/" in backend  # persistent file on the head's EBS disk by default
+    assert mlflow[mlflow.index("--artifacts-destination") + 1].startswith("${SAFETYTAX_BUCKET")
+
+
+def test_gpu_types_autoscale_from_zero_and_the_head_has_no_gpu(cluster):
+    head = cluster["available_node_types"][cluster["head_node_type"]]
+    head_type = head["node_config"]["InstanceType"]
+    assert not head_type.split(".")[0].startswith(GPU_FAMILIES), head_type
+    assert head.get("resources", {}).get("GPU", 0) == 0
+    gpus = {}
+    for name, node in worker_types(cluster).items():
+        assert node["min_workers"] == 0, name
+        instance = node["node_config"]["InstanceType"]
+        assert instance in GPUS_PER_INSTANCE, f"{name}: add {instance}'s GPU count to GPUS_PER_INSTANCE"
+        gpus[name] = GPUS_PER_INSTANCE[instance]
+    assert 8 in gpus.values(), "no 8-GPU node type for 32B training"
+    assert 1 in gpus.values(), "no 1-GPU node type for evaluators and the judge"
+
+
+def test_workers_can_reach_s3_for_checkpoints(cluster):
+    # Train workers write checkpoints to storage_path (s3://), so every GPU node needs an instance profile.
+    for name, node in worker_types(cluster).items():
+        assert node["node_config"].get("IamInstanceProfile"), name
+
+
+def test_no_secrets_in_the_file_and_the_env_file_is_not_committed(cluster):
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|aws_secret_access_key", text, re.IGNORECASE)
+    assert not re.search(r"HF_TOKEN\s*[=:]", text)
+    [(remote, local)] = cluster["file_mounts"].items()
+    assert remote.endswith("safetytax.env")
+    ignored = subprocess.run(["git", "check-ignore", "-q", local], cwd=REPO)
+    assert ignored.returncode == 0, f"{local} holds tokens and must be git-ignored"
+
+
+@pytest.mark.parametrize(("env_file", "error"), [
+    ("SAFETYTAX_REPO=https://example.org/safetytax.git\nSAFETYTAX_COMMIT=abc123\nSAFETYTAX_BUCKET=s3://b/p\n", None),
+    ("SAFETYTAX_REPO=https://example.org/safetytax.git\nSAFETYTAX_BUCKET=s3://b/p\n", "SAFETYTAX_COMMIT"),
+    ("SAFETYTAX_REPO=https://example.org/safetytax.git\nSAFETYTAX_COMMIT=abc123\nSAFETYTAX_BUCKET=/data\n",
+     "SAFETYTAX_BUCKET must be s3://"),
+])
+def test_setup_refuses_an_incomplete_env_file(cluster, tmp_path, env_file, error):
+    (tmp_path / "safetytax.env").write_text(env_file)
+    check = cluster["setup_commands"][0]
+    result = subprocess.run(["bash", "-c", check], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True)
+    if error is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert error in result.stderr
