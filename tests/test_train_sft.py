@@ -11,7 +11,9 @@ from trainables.schema import ConfigError
 from trainables.sft import (
     build_optimizer,
     collate,
+    load_model,
     read_training_log,
+    run_training,
     steps_per_epoch,
     tokenize_examples,
     train_in_process,
@@ -129,3 +131,22 @@ def test_full_finetune_changes_every_layer_and_saves_a_loadable_model(tiny_model
     for key, value in model.state_dict().items():
         torch.testing.assert_close(saved_weights[key], value, msg=key)
     assert AutoTokenizer.from_pretrained(tmp_path / "full").chat_template == char_tokenizer.chat_template
+
+
+@pytest.mark.parametrize("interval, step_calls, epoch_calls", [
+    (0.0, [[1], [2], [3], [4], [5], [6]], [(False, []), (True, [])]),  # every step reported at once
+    (1e9, [], [(False, [1, 2, 3]), (True, [4, 5, 6])]),  # nothing due: each epoch's report carries its steps
+])
+def test_step_reports_are_batched_by_interval_and_flushed_at_epoch_end(tiny_model_dir, tmp_path, char_tokenizer,
+                                                                       interval, step_calls, epoch_calls):
+    cfg = tiny_config(tiny_model_dir, tmp_path, finetune="lora", train={"epochs": 2, "per_device_batch_size": 8})
+    model = load_model(str(tiny_model_dir), cfg, torch.device("cpu"))
+    step_reports, epoch_reports = [], []
+    log = run_training(model, refusal_features(char_tokenizer), cfg, device=torch.device("cpu"),
+                       pad_id=char_tokenizer.pad_token_id, progress=False, report_interval_s=interval,
+                       on_step=lambda steps: step_reports.append([s["step"] for s in steps]),
+                       on_epoch_end=lambda log, last, steps: epoch_reports.append((last, [s["step"] for s in steps])))
+    # 24 examples at batch 8: 3 steps per epoch; each step reaches exactly one callback.
+    assert step_reports == step_calls
+    assert epoch_reports == epoch_calls
+    assert len(log.step_losses) == 6

@@ -2,12 +2,14 @@
 
 The driver resolves the model, loads and tokenizes the data and checks them before Ray starts, so bad
 input costs seconds, not a cluster start-up. Workers run the loop of `trainables.sft` data-parallel
-(DDP, or FSDP for full fine-tuning on GPUs), report the loss per step and metrics per epoch, and save
+(DDP, or FSDP for full fine-tuning on GPUs), report the loss of every step (in batches, every couple of
+seconds) and metrics per epoch, and save
 an HF-format checkpoint: a peft adapter for LoRA, full weights and tokenizer otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -19,6 +21,11 @@ from trainables.config import AlignConfig, check_model_path
 from trainables.data import load_examples, mix_reasoning
 from trainables.schema import ConfigError
 from trainables.sft import Features, load_tokenizer, read_training_log, tokenize_examples
+
+
+# Ray Train's controller takes one report per worker each time it polls them (every 2 s unless set
+# otherwise); a worker that reports faster blocks. So step losses are reported in batches this often.
+REPORT_INTERVAL_S = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0))
 
 
 @dataclass
@@ -127,6 +134,8 @@ def _train_worker(config: dict) -> None:
 
     from trainables import fsdp, sft
 
+    # Workers log every report at INFO whatever RunConfig's LoggingConfig says; our progress lines replace them.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg: AlignConfig = config["cfg"]
     run: PreparedRun = config["run"]
     context = ray.train.get_context()
@@ -147,8 +156,12 @@ def _train_worker(config: dict) -> None:
     else:
         model = prepare_model(sft.load_model(run.model_path, cfg, device))
 
-    def on_epoch_end(log: sft.TrainLog, is_last: bool) -> None:
-        metrics = log.epoch_metrics[-1]
+    def on_step(steps: list[dict]) -> None:
+        ray.train.report({**steps[-1], "step_losses": [s["loss"] for s in steps]})
+
+    def on_epoch_end(log: sft.TrainLog, is_last: bool, steps: list[dict]) -> None:
+        # The epoch's report also carries the loss of the steps since the last step report.
+        metrics = {**log.epoch_metrics[-1], "step_losses": [s["loss"] for s in steps]}
         if not (is_last or cfg.train.save_every_epoch):
             ray.train.report(metrics)
             return
@@ -159,4 +172,5 @@ def _train_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
     sft.run_training(model, run.features, cfg, device=device, pad_id=run.pad_id, rank=rank, world_size=world_size,
-                     progress=config["progress"], on_step=ray.train.report, on_epoch_end=on_epoch_end)
+                     progress=config["progress"], on_step=on_step, on_epoch_end=on_epoch_end,
+                     report_interval_s=REPORT_INTERVAL_S)

@@ -109,9 +109,9 @@ class AlignConfig(Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Optimiser and loop settings.")
     scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
-    output_dir: Path = Field(Path("safetytax_runs"), validate_default=True, description="Local folder for run folders and the final "
-                                                                 "checkpoint; relative paths are resolved "
-                                                                 "against the working directory at load time.")
+    output_dir: Path = Field(Path("safetytax_runs"), validate_default=True,
+                             description="Local folder for run folders and the final checkpoint; relative paths "
+                                         "are resolved against the working directory at load time.")
     storage_path: str | None = Field(None, description="Ray Train storage_path: a local folder, s3://bucket/"
                                                        "prefix or gs://bucket/prefix; null uses output_dir. "
                                                        "Remote checkpoints are downloaded into output_dir.")

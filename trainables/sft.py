@@ -157,13 +157,16 @@ def run_training(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
-    on_step: Callable[[dict], None] | None = None,
-    on_epoch_end: Callable[[TrainLog, bool], None] | None = None,
+    on_step: Callable[[list[dict]], None] | None = None,
+    on_epoch_end: Callable[[TrainLog, bool, list[dict]], None] | None = None,
+    report_interval_s: float = 0.0,
 ) -> TrainLog:
     """Return the TrainLog of SFT on `features`; this worker trains on its 1/world_size shard of each epoch.
 
-    `on_step(metrics)` runs after every optimiser step and `on_epoch_end(log, is_last)` after every
-    epoch on every worker, so that callers can report and save collectively.
+    Callbacks run on every worker at the same steps, so that callers can report and save collectively:
+    `on_step(steps)` with the metrics of each step since its last call, once `report_interval_s` has
+    passed on rank 0, and `on_epoch_end(log, is_last, steps)` after every epoch with the steps not yet
+    passed to on_step.
     """
     train = cfg.train
     sampler = DistributedSampler(features, num_replicas=world_size, rank=rank, shuffle=True, seed=train.seed)
@@ -184,14 +187,16 @@ def run_training(
     torch.manual_seed(train.seed + rank)  # dropout masks differ across workers, as their data does
 
     model.train()
-    step = 0
+    step, unreported, last_report = 0, [], time.perf_counter()
     for epoch in range(math.ceil(total_steps / per_epoch)):
         sampler.set_epoch(epoch)
         epoch_start, epoch_losses, epoch_tokens = time.perf_counter(), [], 0.0
         for group in _micro_batch_groups(loader, train.gradient_accumulation_steps):
             step_start = time.perf_counter()
-            # loss, input tokens (padding excluded), examples of this step on this worker; summed over workers below
-            totals = torch.zeros(3, device=device, dtype=torch.float64)
+            # loss, input tokens (no padding), examples of this step on this worker, and whether rank 0
+            # wants to report; summed over workers below, so every worker reports at the same steps
+            report_due = rank == 0 and time.perf_counter() - last_report >= report_interval_s
+            totals = torch.tensor([0, 0, 0, float(report_due)], device=device, dtype=torch.float64)
             for index, batch in enumerate(group):
                 batch = {key: value.to(device) for key, value in batch.items()}
                 # Gradients are all-reduced once per optimiser step, on the last micro-batch only.
@@ -202,8 +207,8 @@ def run_training(
                     with autocast():
                         loss = model(**batch).loss / len(group)
                     loss.backward()
-                totals += torch.stack([loss.detach().double(), batch["attention_mask"].sum().double(),
-                                       torch.tensor(len(batch["input_ids"]), device=device, dtype=torch.float64)])
+                totals[:3] += torch.stack([loss.detach().double(), batch["attention_mask"].sum().double(),
+                                           torch.tensor(len(batch["input_ids"]), device=device, dtype=torch.float64)])
             if train.max_grad_norm is not None:
                 if isinstance(model, FullyShardedDataParallel):  # the norm spans every shard
                     model.clip_grad_norm_(train.max_grad_norm)
@@ -217,7 +222,7 @@ def run_training(
                 torch.distributed.all_reduce(totals)
             step += 1
             seconds = time.perf_counter() - step_start
-            loss_value, tokens, examples = totals.tolist()
+            loss_value, tokens, examples, report_due = totals.tolist()
             loss_value /= world_size
             metrics = {"step": step, "epoch": epoch + 1, "loss": loss_value, "learning_rate": learning_rate,
                        "tokens_per_s": tokens / seconds, "examples_per_s": examples / seconds}
@@ -227,8 +232,10 @@ def run_training(
             if progress and rank == 0 and (step % log_every == 0 or step == total_steps):
                 print(f"step {step}/{total_steps}  epoch {epoch + 1}  loss {loss_value:.4f}  "
                       f"lr {learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s", flush=True)
-            if on_step:
-                on_step(metrics)
+            unreported.append(metrics)
+            if on_step and report_due:
+                on_step(unreported)
+                unreported, last_report = [], time.perf_counter()
             if step == total_steps:
                 break
         seconds = time.perf_counter() - epoch_start
@@ -236,7 +243,8 @@ def run_training(
                                   "epoch_loss": sum(epoch_losses) / len(epoch_losses),
                                   "tokens_per_s": epoch_tokens / seconds, "epoch_seconds": seconds})
         if on_epoch_end:
-            on_epoch_end(log, step == total_steps)
+            on_epoch_end(log, step == total_steps, unreported)
+            unreported, last_report = [], time.perf_counter()
     return log
 
 
