@@ -27,7 +27,7 @@ from trainables.schema import ConfigError
 from trainables.tiny import tasks
 
 # Bump when tasks, architecture or stage-1 settings change, so stale caches are rebuilt, not reused.
-VERSION = 1
+VERSION = 2
 SEED = 0
 STAGE1_EXAMPLES = 800 * 32  # 800 steps of batch 32: ~90% held-out accuracy (measured, see docs/benchmarks.md)
 STAGE1_LEARNING_RATE = 3e-3
@@ -136,14 +136,14 @@ def ensure_tiny_lrm(seed: int = SEED) -> Path:
     return directory / "model"
 
 
-def resolve_tiny_path(path: str) -> Path:
+def resolve_tiny_path(path: str) -> str:
     """Return the local path behind `tiny://NAME`, building the tiny LRM on first use."""
     name = path.removeprefix("tiny://").strip("/")
     if name not in ("lrm", *DATA_FILES):
         known = ", ".join(f"tiny://{n}" for n in ("lrm", *DATA_FILES))
         raise ConfigError(f"unknown tiny path {path!r}; known: {known}")
     model_dir = ensure_tiny_lrm()
-    return model_dir if name == "lrm" else model_dir.parent / name
+    return str(model_dir if name == "lrm" else model_dir.parent / name)
 
 
 def main() -> int:
