@@ -64,7 +64,7 @@ def load_examples(source: DataSource) -> list[Example]:
     if path.startswith("tiny://"):
         from trainables.tiny.lrm import resolve_tiny_path  # builds the tiny LRM's data on first use
 
-        path = resolve_tiny_path(path)
+        path = str(resolve_tiny_path(path))
     dataset, where = _open(path, source.split)
     parse_row = ROW_PARSERS[source.format](dataset.column_names, source, where)
 
