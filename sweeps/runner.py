@@ -223,7 +223,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         spec_params = tracking.flatten_params(_loggable_spec(spec))
         parent_run_id = _open_parent(client, spec, experiment_id, resume, spec_params)
         base = _evaluate_base(client, service, spec, parent_run_id)
-        print(f"base model: " + ", ".join(f"{o.name}={base[o.name]:.1f}" for o in spec.objectives), flush=True)
+        print("base model: " + ", ".join(f"{o.name}={base[o.name]:.1f}" for o in spec.objectives), flush=True)
 
         context = TrialContext(spec=spec, service=service, tracking_uri=tracking_uri,
                                experiment_id=experiment_id, parent_run_id=parent_run_id)
