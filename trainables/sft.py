@@ -128,7 +128,9 @@ def build_optimizer(model: torch.nn.Module, cfg: AlignConfig) -> torch.optim.Ada
             (no_decay if name.endswith("bias") or "norm" in name.lower() else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     betas = (cfg.train.adam_beta1, cfg.train.adam_beta2)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.train.learning_rate, betas=betas)
+    # The fused CUDA kernel updates every parameter in one launch (+1.6% tokens/s at 0.5B, docs/benchmarks.md).
+    fused = True if all(p.is_cuda for p in decay + no_decay) else None
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.train.learning_rate, betas=betas, fused=fused)
 
 
 def steps_per_epoch(num_examples: int, world_size: int, cfg: AlignConfig) -> int:
