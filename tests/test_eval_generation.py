@@ -109,3 +109,11 @@ def test_engine_returns_a_bad_adapter_error_to_its_group_only(engine, tmp_path):
                                  {"prompt": prompt, "max_tokens": 3, "model": str(tmp_path)}])
     assert good["choices"][0]["finish_reason"] == "length"
     assert isinstance(bad, ValueError) and "not a peft adapter folder" in str(bad)
+
+
+def test_stop_strings_in_the_prompt_do_not_stop_the_reply(engine):
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    free = engine.generate([{"prompt": prompt, "max_tokens": 12}])[0]["choices"][0]["text"]
+    # "assistant" ends the prompt; a stop string matching there must not end the reply at once.
+    reply = engine.generate([{"prompt": prompt, "max_tokens": 12, "stop": ["assistant\n"]}])[0]["choices"][0]
+    assert reply["text"] == free and reply["finish_reason"] == "length"
