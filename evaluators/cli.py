@@ -57,7 +57,7 @@ def format_table(result) -> str:
     rows = [[name, *(_cell(metrics.get(m)) for m in columns), str(metrics.get("n", ""))]
             for name, metrics in result.metrics.items()]
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in [header, *rows]]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
     headlines = {"reasoning_accuracy": result.reasoning_accuracy, "harmful_score": result.harmful_score,
                  "harmful_score_plus": result.harmful_score_plus, "refusal_rate": result.refusal_rate}
     lines.append("")

@@ -12,8 +12,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from trainables.schema import Strict
+from trainables.tiny.lrm import cache_root
 
-DEFAULT_CACHE_DIR = Path("~/.cache/safetytax/evaluations")
+
+def default_cache_dir() -> Path:
+    """Return where results are cached by default: `evaluations` under $SAFETYTAX_CACHE or ~/.cache/safetytax."""
+    return cache_root() / "evaluations"
 
 
 class GenerationSettings(Strict):
@@ -105,7 +109,8 @@ class EvalConfig(Strict):
         8, ge=1, description="LoRA adapters a transformers replica keeps loaded; the least recently used is dropped."
     )
     cache_dir: Path | None = Field(
-        DEFAULT_CACHE_DIR, description="Folder of cached results, keyed by model content; None turns caching off."
+        default_factory=default_cache_dir,
+        description="Folder of cached results, keyed by model content; None turns caching off.",
     )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with a model. Off unless you trust the model's source."

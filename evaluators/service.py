@@ -206,7 +206,7 @@ class EvaluatorService:
             return
         base_source = resolve_model(self.base_model)
         if not ray.is_initialized():
-            ray.init(include_dashboard=False)
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
             self._owns_ray = True
         serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})
         self._deploy_generator(base_source, self.app_name)
@@ -238,6 +238,7 @@ class EvaluatorService:
                 # One batch generating, the next filling, and room for stats and health calls.
                 max_ongoing_requests=2 * cfg.max_batch_size + 4,
                 max_constructor_retry_count=2,
+                logging_config={"enable_access_log": False},  # a line per request drowns a benchmark's output
             ).bind(source, cfg.dtype, cfg.trust_remote_code, cfg.max_adapters_per_replica, cfg.max_batch_size,
                    cfg.batch_wait_timeout_s)
         serve.run(app, name=app_name, route_prefix=f"/{app_name}")
