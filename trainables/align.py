@@ -135,7 +135,11 @@ def _train_worker(config: dict) -> None:
     from trainables import fsdp, sft
 
     # Workers log every report at INFO whatever RunConfig's LoggingConfig says; our progress lines replace them.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # Train V2's report logger is named after its source file, not its module, so name both.
+    from ray.train.v2._internal.execution import context as train_context
+
+    for name in ("ray.train", train_context.__file__):
+        logging.getLogger(name).setLevel(logging.WARNING)
     cfg: AlignConfig = config["cfg"]
     run: PreparedRun = config["run"]
     context = ray.train.get_context()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -232,8 +233,10 @@ def run_training(
             epoch_losses.append(loss_value)
             epoch_tokens += tokens
             if progress and rank == 0 and (step % log_every == 0 or step == total_steps):
-                print(f"step {step}/{total_steps}  epoch {epoch + 1}  loss {loss_value:.4f}  "
-                      f"lr {learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s", flush=True)
+                # sys.stdout, not print: Ray Train patches print in workers and the line would show twice.
+                sys.stdout.write(f"step {step}/{total_steps}  epoch {epoch + 1}  loss {loss_value:.4f}  "
+                                 f"lr {learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s\n")
+                sys.stdout.flush()
             unreported.append(metrics)
             if on_step and report_due:
                 on_step(unreported)
