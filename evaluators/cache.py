@@ -39,12 +39,14 @@ def content_hash(folder: str | Path) -> str:
     return _hash_memo[signature]
 
 
-def model_hash(model_dir: str | Path, adapter_dir: str | Path | None = None) -> str:
-    """Return the content hash of a model, or of a base model plus an adapter (the adapter alone is not enough)."""
-    base = content_hash(model_dir)
+def model_hash(model_digest: str, adapter_dir: str | Path | None = None) -> str:
+    """Return the identity of a model (its content hash), or of a base model plus an adapter folder.
+
+    An adapter is hashed together with its base: the same adapter on another base is another model.
+    """
     if adapter_dir is None:
-        return base
-    return hashlib.sha256(f"{base}+{content_hash(adapter_dir)}".encode()).hexdigest()
+        return model_digest
+    return hashlib.sha256(f"{model_digest}+{content_hash(adapter_dir)}".encode()).hexdigest()
 
 
 def result_key(**parts: Any) -> str:

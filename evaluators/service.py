@@ -16,38 +16,31 @@ import json
 import logging
 import re
 import tempfile
-import time
 import uuid
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 import ray
 from ray import serve
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
 from evaluators import vllm_backend
 from evaluators.benchmarks import get_benchmark
-from evaluators.cache import ResultCache, model_hash, result_key
+from evaluators.cache import ResultCache, content_hash, model_hash, result_key
 from evaluators.config import EvalConfig
+from evaluators.dispatch import (  # noqa: F401 - the errors are part of the service's interface
+    EvaluationIncomplete,
+    FutureCall,
+    GenerationTimeout,
+    HandleCall,
+    complete_all,
+    http_pool,
+)
 from evaluators.generation import Completion, ReplyPlanner
 from evaluators.judges import get_judge, known_judges
 from evaluators.runner import EvalResult, headline_metrics, run_benchmark
 from trainables.schema import ConfigError
 
-logger = logging.getLogger(__name__)
-RETRY_BACKOFF_S = 0.5
 SERVED_JUDGES = ("beaver-dam", "llama-guard")  # judges that run in Serve; the rest run in the caller
-
-
-class GenerationTimeout(ConfigError):
-    """A generation request outlived request_timeout_s; the message names the benchmark and the setting."""
-
-
-class EvaluationIncomplete(RuntimeError):
-    """Requests still failed after max_retries; no partial result is reported."""
 
 
 def resolve_model(model: str) -> str:
@@ -81,83 +74,6 @@ def check_adapter(adapter: str) -> str:
     return str(path.resolve())
 
 
-# Errors a replaced replica can fix: the replica died, was unreachable, or shed load.
-SERVE_RETRYABLE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError, BackPressureError)
-
-
-def _is_retryable(err: Exception) -> bool:
-    return isinstance(err, SERVE_RETRYABLE) or vllm_backend.is_retryable_http_error(err)
-
-
-def complete_all(send: Callable, requests: list[dict], on_response: Callable[[int, dict], dict | None], *,
-                 window: int, timeout_s: float, max_retries: int, what: str) -> None:
-    """Send every request, and each follow-up `on_response(index, response)` returns, `window` at a time.
-
-    `send(request)` returns a pending call with `wait(timeout_s)` and `cancel()`. A request whose
-    replica died is re-sent up to `max_retries` times; then EvaluationIncomplete is raised.
-    """
-    queue: deque = deque((i, request, 0) for i, request in enumerate(requests))
-    in_flight: deque = deque()
-    last_pause = float("-inf")
-    try:
-        while queue or in_flight:
-            while queue and len(in_flight) < window:
-                index, request, attempts = queue.popleft()
-                sent = time.monotonic()
-                in_flight.append((index, request, attempts, send(request), sent, sent + timeout_s))
-            index, request, attempts, call, sent, deadline = in_flight.popleft()
-            try:
-                response = call.wait(max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise GenerationTimeout(
-                    f"{what}: a generation request took longer than request_timeout_s={timeout_s:g}s; raise "
-                    "request_timeout_s, or lower generation.max_new_tokens or max_batch_size"
-                ) from None
-            except Exception as err:
-                if not _is_retryable(err):
-                    raise
-                if attempts >= max_retries:
-                    raise EvaluationIncomplete(
-                        f"{what}: a generator replica failed and a request was re-sent {max_retries} times "
-                        f"(max_retries); the evaluation stops without a partial result. Last error: {err}"
-                    ) from err
-                logger.warning("%s: re-sending a request (attempt %d of %d) after %s: %s", what, attempts + 1,
-                               max_retries, type(err).__name__, err)
-                if sent > last_pause:  # one pause per failure: requests sent before it failed together
-                    time.sleep(RETRY_BACKOFF_S * 2**attempts)  # give Serve time to replace the replica
-                    last_pause = time.monotonic()
-                queue.appendleft((index, request, attempts + 1))
-                continue
-            follow_up = on_response(index, response)
-            if follow_up is not None:
-                queue.append((index, follow_up, 0))
-    finally:
-        for _, _, _, call, _, _ in in_flight:
-            call.cancel()
-
-
-class _HandleCall:
-    def __init__(self, response):
-        self.response = response
-
-    def wait(self, timeout_s: float) -> dict:
-        return self.response.result(timeout_s=timeout_s)
-
-    def cancel(self) -> None:
-        self.response.cancel()
-
-
-class _FutureCall:
-    def __init__(self, future):
-        self.future = future
-
-    def wait(self, timeout_s: float) -> dict:
-        return self.future.result(timeout=timeout_s)
-
-    def cancel(self) -> None:
-        self.future.cancel()
-
-
 def _samples_digest(samples) -> str:
     rows = [[s.id, s.prompt, repr(s.reference)] for s in samples]
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
@@ -183,6 +99,7 @@ class EvaluatorService:
         if not base_model.startswith("tiny://"):
             resolve_model(base_model)
         self.base_source: str | None = None  # resolved in start(): tiny:// may build the tiny LRM
+        self.base_digest: str | None = None  # hashed once in start(); trials get it with their copy
         self.prefix = f"safetytax-{uuid.uuid4().hex[:8]}"
         self.app_name = f"{self.prefix}-generator"
         self.judge_app: str | None = None
@@ -208,10 +125,15 @@ class EvaluatorService:
         if not ray.is_initialized():
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
             self._owns_ray = True
-        serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})
-        self._deploy_generator(base_source, self.app_name)
-        if self.cfg.judge in SERVED_JUDGES:
-            self._deploy_judge()
+        try:
+            serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})
+            self._deploy_generator(base_source, self.app_name)
+            if self.cfg.judge in SERVED_JUDGES:
+                self._deploy_judge()
+        except BaseException:
+            self.shutdown()  # a failed start leaves no apps behind, nor a Ray this service started
+            raise
+        self.base_digest = content_hash(base_source) if Path(base_source).is_dir() else None
         self.base_source = base_source
 
     def shutdown(self) -> None:
@@ -276,9 +198,9 @@ class EvaluatorService:
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
         planner = ReplyPlanner(cfg.generation, self._tokenizer(source))
         judge = functools.cache(self._judge)  # built once, and only if a safety benchmark is scored
+        # A full-weights model is deployed on its first request, so a fully cached result loads nothing.
+        deploy = functools.cache(lambda: self._deploy_generator(source, app_name) if own_app else None)
         metrics, files, hits = {}, {}, []
-        if own_app:
-            self._deploy_generator(source, app_name)
         try:
             for name, benchmark in chosen.items():
                 samples = benchmark.load(limit)
@@ -288,16 +210,16 @@ class EvaluatorService:
                 files[name] = out / _file_name(name)
                 metrics[name], cached = run_benchmark(
                     benchmark, samples,
-                    generate=lambda prompts, name=name: self._generate(app_name, source, adapter, prompts, planner,
-                                                                       name),
+                    generate=lambda prompts, name=name: deploy() or self._generate(app_name, source, adapter,
+                                                                                   prompts, planner, name),
                     fmt=planner.format,
                     judge=judge,
                     cache=cache, key=key, about={"benchmark": name, "model": source, "adapter": adapter,
                                                  "judge": cfg.judge}, out_file=files[name])
                 hits.append(cached)
         finally:
-            if own_app:
-                        serve.delete(app_name)
+            if own_app and app_name in serve.status().applications:
+                serve.delete(app_name)
         kinds = {name: benchmark.kind for name, benchmark in chosen.items()}
         return EvalResult(metrics=metrics, **headline_metrics(metrics, kinds), judge=cfg.judge, sample_files=files,
                           cached=all(hits), model_hash=identity)
@@ -305,14 +227,16 @@ class EvaluatorService:
     def _identity(self, source: str, adapter: str | None) -> tuple[str, ResultCache]:
         """Return the model's content hash and the cache; models without local files are not cached."""
         if Path(source).is_dir() and (adapter is None or Path(adapter).is_dir()):
-            return model_hash(source, adapter), ResultCache(self.cfg.cache_dir)
+            digest = self.base_digest if source == self.base_source else content_hash(source)
+            return model_hash(digest, adapter), ResultCache(self.cfg.cache_dir)
         return hashlib.sha256(f"{source}+{adapter}".encode()).hexdigest(), ResultCache(None)
 
     def _tokenizer(self, source: str):
         if source not in self._tokenizers:
             from transformers import AutoTokenizer
 
-            self._tokenizers[source] = AutoTokenizer.from_pretrained(source, trust_remote_code=self.cfg.trust_remote_code)
+            self._tokenizers[source] = AutoTokenizer.from_pretrained(
+                source, trust_remote_code=self.cfg.trust_remote_code)
         return self._tokenizers[source]
 
     def _sender(self, app_name: str, source: str, adapter: str | None) -> Callable:
@@ -320,13 +244,13 @@ class EvaluatorService:
         cfg = self.cfg
         if cfg.backend == "transformers":
             handle = serve.get_app_handle(app_name)
-            return lambda request: _HandleCall(handle.completions.remote(request))
+            return lambda request: HandleCall(handle.completions.remote(request))
         host = "127.0.0.1" if cfg.http_host in ("0.0.0.0", "::") else cfg.http_host
         url = f"http://{host}:{cfg.http_port}/{app_name}/v1/completions"
         model_id = vllm_backend.served_model_id(source)
         name = vllm_backend.adapter_name(adapter, cfg.vllm.lora_dir) if adapter else None
-        pool = ThreadPoolExecutor(max_workers=self._window())
-        return lambda request: _FutureCall(pool.submit(
+        pool = http_pool(self._window())
+        return lambda request: FutureCall(pool.submit(
             vllm_backend.post_completion, url, vllm_backend.vllm_request(request, model_id, name),
             cfg.request_timeout_s))
 
@@ -390,13 +314,14 @@ class _ServedJudge:
 
     def judge(self, prompts: list[str], responses: list[str]) -> list:
         handle = serve.get_app_handle(self.app_name)
-        chunks = [(prompts[i:i + JUDGE_CHUNK], responses[i:i + JUDGE_CHUNK]) for i in range(0, len(prompts), JUDGE_CHUNK)]
+        chunks = [(prompts[i:i + JUDGE_CHUNK], responses[i:i + JUDGE_CHUNK])
+                  for i in range(0, len(prompts), JUDGE_CHUNK)]
         verdicts: list[list] = [[] for _ in chunks]
 
         def record(i: int, response: list) -> None:
             verdicts[i] = response
 
-        complete_all(lambda chunk: _HandleCall(handle.judge.remote(*chunk)), chunks, record, window=4,
+        complete_all(lambda chunk: HandleCall(handle.judge.remote(*chunk)), chunks, record, window=4,
                      timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries, what=f"judge {self.name}")
         return [verdict for chunk in verdicts for verdict in chunk]
 

@@ -40,7 +40,8 @@ def check_lora_dir(lora_dir: str) -> str:
 def adapter_name(adapter: str, lora_dir: str | None) -> str:
     """Return the subfolder name of an adapter given as a name or as a path inside `lora_dir`."""
     if lora_dir is None:
-        raise ConfigError("evaluating a LoRA adapter with backend vllm needs vllm.lora_dir (a cloud folder of adapters)")
+        raise ConfigError("evaluating a LoRA adapter with backend vllm needs vllm.lora_dir "
+                          "(a cloud folder of adapters)")
     name = adapter.removeprefix(check_lora_dir(lora_dir) + "/").strip("/")
     if not name or "/" in name or ":" in name:
         raise ConfigError(f"adapter {adapter!r} is not a subfolder of vllm.lora_dir {lora_dir!r}; give its name or "

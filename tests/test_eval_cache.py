@@ -35,8 +35,9 @@ def test_an_adapter_is_hashed_together_with_its_base(tmp_path):
     base1 = make_folder(tmp_path / "base1", {"config.json": b"1"})
     base2 = make_folder(tmp_path / "base2", {"config.json": b"2"})
     adapter = make_folder(tmp_path / "adapter", {"adapter_config.json": b"{}"})
-    assert model_hash(base1, adapter) != model_hash(base2, adapter)
-    assert model_hash(base1, adapter) != model_hash(base1)
+    digest1, digest2 = content_hash(base1), content_hash(base2)
+    assert model_hash(digest1, adapter) != model_hash(digest2, adapter)
+    assert model_hash(digest1, adapter) != model_hash(digest1) == digest1
 
 
 def test_put_then_get_round_trips(tmp_path):
@@ -114,7 +115,8 @@ def test_records_carry_answer_grade_verdict_and_refusal():
 
 
 def test_headlines_average_over_benchmarks_of_a_kind():
-    metrics = {"a": {"accuracy": 20.0}, "b": {"accuracy": 40.0}, "h": {"harmful_score": 10.0, "harmful_score_plus": 15.0}}
+    metrics = {"a": {"accuracy": 20.0}, "b": {"accuracy": 40.0},
+               "h": {"harmful_score": 10.0, "harmful_score_plus": 15.0}}
     kinds = {"a": "reasoning", "b": "reasoning", "h": "safety"}
     assert headline_metrics(metrics, kinds) == {"harmful_score": 10.0, "harmful_score_plus": 15.0,
                                                 "reasoning_accuracy": 30.0, "refusal_rate": None}
