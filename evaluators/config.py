@@ -87,6 +87,9 @@ class EvalConfig(Strict):
     judge_options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for the judge, e.g. a model path for beaver-dam."
     )
+    judge_num_gpus: float = Field(
+        1.0, ge=0.0, description="GPUs the served beaver-dam judge reserves (7B in bf16: one GPU); 0 runs it on CPU."
+    )
     limit: int | None = Field(None, gt=0, description="Samples per benchmark; None runs each benchmark's default set.")
     generation: GenerationSettings = Field(
         default_factory=GenerationSettings, description="Sampling and reasoning controls."

@@ -172,7 +172,9 @@ class EvaluatorService:
             return
         from evaluators.beaver_dam import beaver_dam_deployment_options
 
-        app = JudgeServer.options(**beaver_dam_deployment_options()).bind(self.cfg.judge, self.cfg.judge_options)
+        options = beaver_dam_deployment_options(num_gpus=self.cfg.judge_num_gpus,
+                                                num_cpus=self.cfg.num_cpus_per_replica)
+        app = JudgeServer.options(**options).bind(self.cfg.judge, self.cfg.judge_options)
         serve.run(app, name=self.judge_app, route_prefix=f"/{self.judge_app}")
 
     # ---- evaluation -----------------------------------------------------------------------------

@@ -238,3 +238,44 @@ def test_cli_prints_a_table_of_metrics(http_port, lively_model_dir, tmp_path, ca
     assert lines[1].startswith("tiny-arith") and lines[1].split()[-1] == "2"
     assert lines[2].startswith("tiny-harmful") and "judge=refusal-patterns" in "\n".join(lines)
     assert (tmp_path / "tiny-harmful.jsonl").is_file()
+
+
+def tiny_moderation_model(path, tokenizer, flagged_category: str):
+    """Save a 14-label classifier that puts `flagged_category` above 0.5 for every pair (beaver-dam's shape)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from evaluators.beaver_dam import CATEGORIES
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, num_labels=len(CATEGORIES),
+                         id2label=dict(enumerate(CATEGORIES)), label2id={c: i for i, c in enumerate(CATEGORIES)},
+                         problem_type="multi_label_classification", pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        # Zero attention and MLP outputs and every embedding but EOS: the pooled state is EOS's alone.
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.model.embed_tokens.weight[tokenizer.eos_token_id] = 1.0
+        model.score.weight.zero_()
+        model.score.weight[CATEGORIES.index(flagged_category)] = 0.5
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_beaver_dam_runs_as_its_own_deployment(http_port, lively_model_dir, char_tokenizer, tmp_path):
+    theft = "financial_crime,property_crime,theft"
+    judge_model = tiny_moderation_model(tmp_path / "judge", char_tokenizer, theft)
+    cfg = make_cfg(http_port, benchmarks=["tiny-harmful"], limit=3, judge="beaver-dam", judge_num_gpus=0,
+                   judge_options={"model_path": str(judge_model), "dtype": "float32"})
+    with EvaluatorService(cfg, str(lively_model_dir)) as svc:
+        assert svc.judge_app in serve.status().applications
+        result = svc.evaluate(out_dir=tmp_path / "out")
+    assert result.judge == "beaver-dam" and result.harmful_score == 100.0
+    for record in read_records(result.sample_files["tiny-harmful"]):
+        assert record["flagged"] is True and len(record["categories"]) == 14
+        assert record["categories"][theft] > 0.5 and record["categories"]["self_harm"] == pytest.approx(0.5)
+    assert svc.judge_app not in serve.status().applications
