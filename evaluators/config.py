@@ -12,12 +12,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from trainables.schema import Strict
-from trainables.tiny.lrm import cache_root
 
-
-def default_cache_dir() -> Path:
-    """Return where results are cached by default: `evaluations` under $SAFETYTAX_CACHE or ~/.cache/safetytax."""
-    return cache_root() / "evaluations"
+# Written as the user would (expanded when used), so the configuration reference reads the same everywhere.
+DEFAULT_CACHE_DIR = Path("~/.cache/safetytax/evaluations")
 
 
 class GenerationSettings(Strict):
@@ -112,8 +109,7 @@ class EvalConfig(Strict):
         8, ge=1, description="LoRA adapters a transformers replica keeps loaded; the least recently used is dropped."
     )
     cache_dir: Path | None = Field(
-        default_factory=default_cache_dir,
-        description="Folder of cached results, keyed by model content; None turns caching off.",
+        DEFAULT_CACHE_DIR, description="Folder of cached results, keyed by model content; None turns caching off."
     )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with a model. Off unless you trust the model's source."
