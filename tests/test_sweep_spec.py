@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import ray
 import yaml
@@ -140,7 +142,8 @@ def test_logged_params_hold_no_secrets_and_rebuild_the_layout():
     assert "sk-123" not in text and "hunter2" not in text
     assert params["evaluation.judge_options.model_path"] == "/models/judge"
     assert params["mlflow.tracking_uri"] == "https://user:***@mlflow.example.com"
-    assert params["search_space.train.learning_rate.loguniform"] == "[0.0001, 0.003]"
+    assert params["search_space.train.learning_rate.loguniform"] == json.dumps(
+        list(spec.search_space["train.learning_rate"].loguniform))
     layout = SweepLayout.from_params(params)
     assert layout.directions == spec.directions()
     assert layout.reference == {"harmful_score": 100.0, "reasoning_accuracy": 0.0}
