@@ -3,8 +3,9 @@
 `EvaluatorService(cfg, base_model)` checks every input before Ray starts, `start()` deploys the base
 model's generator (and a GPU judge when one is chosen), and `evaluate(adapter=…)` scores one checkpoint:
 LoRA adapters go to the base model's deployment, a full-weights model gets an app of its own for the
-length of the call. Requests go through deployment handles, at most a few batches in flight; a
-request whose replica died is re-sent, and a run that cannot finish raises instead of reporting a part.
+length of the call. Requests go through deployment handles (a vLLM app through its OpenAI route on
+the Serve proxy, the interface Ray Serve LLM documents), at most a few batches in flight; a request
+whose replica died is re-sent, and a run that cannot finish raises instead of reporting a part.
 The service holds only plain data, so a copy pickled into a Tune trial reaches the same apps by name.
 """
 
