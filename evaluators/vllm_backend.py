@@ -13,6 +13,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from evaluators.config import EvalConfig
 from trainables.schema import ConfigError
@@ -37,11 +38,36 @@ def check_lora_dir(lora_dir: str) -> str:
     return lora_dir.rstrip("/")
 
 
+def publish_adapter(local_dir: str | Path, lora_dir: str) -> str:
+    """Return the subfolder name under `lora_dir` that now holds a copy of the local adapter `local_dir`.
+
+    Ray Serve LLM loads adapters only from `lora_dir`, while Ray Train hands trials a local checkpoint;
+    the name is the adapter's content hash, so re-publishing the same adapter is a no-op and two trials
+    never overwrite each other.
+    """
+    import pyarrow.fs
+
+    from evaluators.cache import content_hash
+
+    name = f"adapter-{content_hash(local_dir)[:16]}"
+    target = f"{lora_dir.rstrip('/')}/{name}"
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(target)
+    if filesystem.get_file_info(f"{path}/adapter_config.json").type == pyarrow.fs.FileType.NotFound:
+        filesystem.create_dir(path, recursive=True)
+        pyarrow.fs.copy_files(str(Path(local_dir).resolve()), path, destination_filesystem=filesystem)
+    return name
+
+
 def adapter_name(adapter: str, lora_dir: str | None) -> str:
-    """Return the subfolder name of an adapter given as a name or as a path inside `lora_dir`."""
+    """Return the subfolder name of an adapter given as a name, a path inside `lora_dir`, or a local folder.
+
+    A local folder (a trial's checkpoint) is first published into `lora_dir`.
+    """
     if lora_dir is None:
         raise ConfigError("evaluating a LoRA adapter with backend vllm needs vllm.lora_dir "
                           "(a cloud folder of adapters)")
+    if Path(adapter).is_dir():
+        return publish_adapter(adapter, check_lora_dir(lora_dir))
     name = adapter.removeprefix(check_lora_dir(lora_dir) + "/").strip("/")
     if not name or "/" in name or ":" in name:
         raise ConfigError(f"adapter {adapter!r} is not a subfolder of vllm.lora_dir {lora_dir!r}; give its name or "

@@ -83,3 +83,20 @@ def test_requests_name_the_adapter_and_keep_special_tokens(char_tokenizer):
 def test_building_the_app_without_vllm_says_to_install_the_extra():
     with pytest.raises(ConfigError, match="install the vllm extra"):
         vllm_backend.build_app(make_cfg(), "/models/m", None)
+
+
+def test_a_local_adapter_is_published_into_the_lora_dir_once(tmp_path):
+    """A trial's local LoRA checkpoint is copied under a content-hash name that vLLM can load from."""
+    adapter = tmp_path / "final"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    lora_dir = f"file://{tmp_path / 'bucket' / 'adapters'}"
+
+    name = vllm_backend.publish_adapter(adapter, lora_dir)
+    copied = tmp_path / "bucket" / "adapters" / name
+    assert (copied / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert vllm_backend.publish_adapter(adapter, lora_dir) == name
+
+    (adapter / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert vllm_backend.publish_adapter(adapter, lora_dir) != name
