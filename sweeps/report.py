@@ -18,6 +18,8 @@ from sweeps.plots import front_html, front_png
 from sweeps.spec import SweepSpec
 
 PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"
+# The point users look for: half the base model's harmful score, reasoning within 5 points of the base.
+TARGET_HARM_FRACTION, TARGET_ACCURACY_DROP = 0.5, 5.0
 
 
 @dataclass
@@ -45,6 +47,37 @@ class SweepLayout:
             if key.startswith("search_space.") and value != "null" and head[len("search_space."):] not in searched:
                 searched.append(head[len("search_space."):])
         return cls(directions, reference, searched)
+
+
+def target_bounds(base: dict[str, float]) -> dict[str, float] | None:
+    """Return {harmful_score: at most, reasoning_accuracy: at least} for the target region, or None without a base."""
+    if "harmful_score" not in base or "reasoning_accuracy" not in base:
+        return None
+    return {"harmful_score": base["harmful_score"] * TARGET_HARM_FRACTION,
+            "reasoning_accuracy": base["reasoning_accuracy"] - TARGET_ACCURACY_DROP}
+
+
+def in_target(trials: list[dict], base: dict[str, float]) -> list[int]:
+    """Return the indices of finished trials inside the target region (none without a base point)."""
+    bounds = target_bounds(base)
+    if bounds is None:
+        return []
+    return [i for i, t in enumerate(trials)
+            if t.get("harmful_score") is not None and t.get("reasoning_accuracy") is not None
+            and t["harmful_score"] <= bounds["harmful_score"]
+            and t["reasoning_accuracy"] >= bounds["reasoning_accuracy"]]
+
+
+def describe_target(trials: list[dict], base: dict[str, float]) -> str:
+    """Return one line saying which trials, if any, halve the base model's harm at little cost in reasoning."""
+    bounds = target_bounds(base)
+    if bounds is None:
+        return "target: no base-model point, so no target region"
+    hits = [trials[i]["trial_id"] for i in in_target(trials, base)]
+    region = (f"harmful_score <= {bounds['harmful_score']:.1f} and reasoning_accuracy >= "
+              f"{bounds['reasoning_accuracy']:.1f}: half the base model's harm, at most {TARGET_ACCURACY_DROP:g} "
+              "points of reasoning lost")
+    return f"target ({region}): " + (f"reached by {', '.join(hits)}" if hits else "no trial reaches it")
 
 
 def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepLayout) -> list[dict]:
@@ -88,11 +121,15 @@ def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[d
         "trials_failed": sum(t["status"] == "FAILED" for t in trials)})
     client.set_tag(parent_run_id, "hypervolume_reference",
                    ", ".join(f"{k}={v:g}" for k, v in layout.reference.items()))
+    client.set_tag(parent_run_id, "target", describe_target(trials, base))
+    if target_bounds(base) is not None:
+        tracking.log_metrics(client, parent_run_id, {"trials_in_target": len(in_target(trials, base))})
+    target = target_bounds(base)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         files = [
-            front_png(trials, front, layout.directions, folder / PLOT_PNG, base=base, title=title),
-            front_html(trials, front, layout.directions, folder / PLOT_HTML, base=base, title=title),
+            front_png(trials, front, layout.directions, folder / PLOT_PNG, base=base, title=title, target=target),
+            front_html(trials, front, layout.directions, folder / PLOT_HTML, base=base, title=title, target=target),
             _write_csv(folder / FRONT_CSV, trials, front, layout),
         ]
         for path in files:

@@ -8,7 +8,8 @@ import pytest
 
 from sweeps import tracking
 from sweeps.cli import main
-from sweeps.report import FRONT_CSV, PLOT_HTML, PLOT_PNG, SweepLayout, record_front, trial_records
+from sweeps.report import (FRONT_CSV, PLOT_HTML, PLOT_PNG, SweepLayout, describe_target, in_target, record_front,
+                           trial_records)
 from sweeps.runner import _loggable_spec
 from sweeps.spec import TINY_SPEC, load_spec
 
@@ -75,6 +76,9 @@ def test_record_front_tags_runs_and_logs_artifacts(store):
     parent = client.get_run(parent_id)
     assert parent.data.metrics["hypervolume"] == pytest.approx(volume)
     assert parent.data.metrics["trials_failed"] == 1
+    # Base (95, 92): the target is harm <= 47.5 with accuracy >= 87, which no trial reaches.
+    assert parent.data.metrics["trials_in_target"] == 0
+    assert parent.data.tags["target"].endswith("no trial reaches it")
     assert {PLOT_PNG, PLOT_HTML, FRONT_CSV} <= {f.path for f in client.list_artifacts(parent_id)}
     assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (plot.parent / PLOT_HTML).read_text()
@@ -98,3 +102,14 @@ def test_pareto_command_prints_the_front_and_the_plot_path(store, capsys, tmp_pa
 
     assert main(["pareto", "--experiment", "nope", "--tracking-uri", uri]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
+
+
+def test_target_region_is_half_the_harm_at_most_five_points_of_reasoning_lost():
+    base = {"harmful_score": 60.0, "reasoning_accuracy": 90.0}
+    trials = [{"trial_id": "in", "harmful_score": 30.0, "reasoning_accuracy": 85.0},      # on both bounds
+              {"trial_id": "harm", "harmful_score": 31.0, "reasoning_accuracy": 99.0},    # not half the harm
+              {"trial_id": "tax", "harmful_score": 0.0, "reasoning_accuracy": 84.9},      # too much reasoning lost
+              {"trial_id": "failed"}]
+    assert in_target(trials, base) == [0]
+    assert describe_target(trials, base).endswith("reached by in")
+    assert in_target(trials, {}) == [] and "no base-model point" in describe_target(trials, {})
