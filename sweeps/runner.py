@@ -20,7 +20,7 @@ from ray import tune
 
 from sweeps import tracking
 from sweeps.report import SweepLayout, base_point, record_front, trial_records
-from sweeps.search_space import apply_point, build_searcher, tune_param_space
+from sweeps.search_space import apply_point, build_searcher, check_study_storage, tune_param_space
 from sweeps.spec import SweepSpec
 from sweeps.trial import TrialContext, result_metrics, run_trial
 from trainables.schema import ConfigError
@@ -79,7 +79,7 @@ def check_data(spec: SweepSpec) -> None:
 # only say how to run the same trials (ports, timeouts, retries), not what they measure.
 RESUMABLE_CHANGES = ("num_samples", "max_concurrent_trials", "max_failures", "resources_per_trial",
                      "evaluation.http_", "evaluation.request_timeout_s", "evaluation.max_retries",
-                     "evaluation.num_replicas", "evaluation.cache_dir")
+                     "evaluation.num_replicas", "evaluation.cache_dir", "estimate.")
 
 
 def _spec_changes(spec_params: dict[str, str], logged: dict[str, str]) -> list[str]:
@@ -113,6 +113,8 @@ def _loggable_spec(spec: SweepSpec) -> dict:
     """Return the resolved spec as plain data, without credentials (the same filter as params)."""
     data = spec.model_dump(mode="json", by_alias=True)
     data["mlflow"]["tracking_uri"] = tracking.redact_uri(data["mlflow"]["tracking_uri"])
+    if data["optuna"]["storage"] is not None:
+        data["optuna"]["storage"] = tracking.redact_uri(data["optuna"]["storage"])
 
     def scrub(node):
         if isinstance(node, dict):
@@ -205,6 +207,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
     """Run (or resume) the sweep and return its outcome; ConfigError on bad input before Ray starts."""
     check_resume_state(spec, resume)
     tracking_uri = tracking.check_tracking_uri(spec.mlflow.tracking_uri)
+    check_study_storage(spec, resume)
     import ray
 
     ray_was_running = ray.is_initialized()

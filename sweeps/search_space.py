@@ -1,12 +1,14 @@
-"""From a spec's search space to Optuna: distributions, the sampler, and a sampled point applied to the base run."""
+"""From a spec's search space to Optuna: distributions, the sampler, the study storage, and a sampled point applied."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sweeps.spec import ParamSpec, SweepSpec, set_path
+from sweeps.tracking import redact_uri
 from trainables.config import AlignConfig
-from trainables.schema import build
+from trainables.schema import ConfigError, build
 
 
 def tune_param_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -52,13 +54,48 @@ def build_searcher(spec: SweepSpec):
 
     The space itself comes from the Tuner's param_space (`tune_param_space`).
     """
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(
         metric=[o.name for o in spec.objectives],
         mode=[o.direction for o in spec.objectives],
         sampler=build_sampler(spec),
+        # OptunaSearch takes a storage object, not a URL; RDBStorage pickles with Tune's state by its URL.
+        storage=optuna.storages.RDBStorage(spec.optuna.storage) if spec.optuna.storage else None,
+        study_name=spec.study_name,
     )
+
+
+def check_study_storage(spec: SweepSpec, resume: bool) -> None:
+    """Return None when the study storage suits a new sweep (no such study yet) or a resumed one (the study is there).
+
+    Opening an RDB storage creates its tables; OptunaSearch would do the same later, inside Tune.
+    """
+    if spec.optuna.storage is None:
+        return
+    import optuna
+
+    shown = redact_uri(spec.optuna.storage)
+    if spec.optuna.storage.startswith("sqlite:///"):
+        folder = Path(spec.optuna.storage[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise ConfigError(f"optuna.storage: {shown}: folder {folder} does not exist; create it or point the "
+                              "URL elsewhere")
+    try:
+        storage = optuna.storages.RDBStorage(spec.optuna.storage)
+        names = {summary.study_name: summary.n_trials
+                 for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    except Exception as err:  # drivers, network and auth all fail differently; each means "unusable"
+        raise ConfigError(f"optuna.storage: {shown} cannot be opened: {err}") from None
+    if resume and spec.study_name not in names:
+        raise ConfigError(f"--resume: study {spec.study_name!r} is not in optuna.storage {shown}, so the sweep's "
+                          "search cannot continue; point optuna.storage at the database the sweep started with "
+                          "(copy a SQLite file from the old head)")
+    if not resume and names.get(spec.study_name):
+        raise ConfigError(f"optuna.study_name: study {spec.study_name!r} already holds {names[spec.study_name]} "
+                          f"trials in {shown}; continue its sweep with --resume, set optuna.study_name to start "
+                          f"another, or delete it: optuna delete-study --storage URL --study-name {spec.study_name}")
 
 
 def apply_point(base: AlignConfig, point: dict[str, Any]) -> AlignConfig:

@@ -100,6 +100,49 @@ class MlflowSettings(Strict):
     experiment: str | None = Field(None, description="MLflow experiment name; null uses the sweep's name.")
 
 
+class OptunaSettings(Strict):
+    """Where Optuna keeps the study: in memory (inside Tune's state) or in an RDB next to MLflow."""
+
+    storage: str | None = Field(None, description="Optuna RDB storage URL, e.g. sqlite:///optuna.db (relative to "
+                                "the working directory) or postgresql://user@host/db; optuna-dashboard reads it. "
+                                "--resume needs the same database again. null keeps the study in Tune's state "
+                                "only. A password in the URL is masked in MLflow and in plans.")
+    study_name: str | None = Field(None, min_length=1, description="Name of the study in the storage; null uses "
+                                   "the sweep's name.")
+
+    @field_validator("storage")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url  # Optuna's own dependency; parses without connecting
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"{value!r} is not a database URL; give e.g. sqlite:///optuna.db or "
+                             "postgresql://user@host/db") from None
+        if url.get_backend_name() == "sqlite":
+            if not url.database or url.database == ":memory:":
+                raise ValueError("an in-memory SQLite database is lost with the driver; name a file, e.g. "
+                                 "sqlite:///optuna.db, or use null")
+            # Trials and --resume may run in another working directory: pin the file now.
+            return "sqlite:///" + str(Path(url.database).expanduser().resolve())
+        return value
+
+
+class Estimate(Strict):
+    """What you expect one trial to cost; the dry run turns it into the sweep's GPU-hours."""
+
+    gpu_hours_per_trial: float | None = Field(None, gt=0, description="GPU-hours of one trial's own resources: "
+                                              "its Train workers, and a full-weights checkpoint's evaluator "
+                                              "while it is scored. null: no estimate.")
+    hours_per_trial: float | None = Field(None, gt=0, description="Wall-clock hours of one trial, training and "
+                                          "evaluation; gives the sweep's duration and the GPU-hours of the "
+                                          "evaluator and judge held for all of it.")
+
+
 class SweepSpec(Strict):
     """A multi-objective search over safety-alignment settings, scored by the evaluator service."""
 
@@ -136,6 +179,9 @@ class SweepSpec(Strict):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking store.")
     storage_path: str = Field("safetytax_runs/sweeps", description="Where Tune keeps the sweep's state (for "
                               "--resume): a local folder (relative to the working directory) or s3://, gs://.")
+    optuna: OptunaSettings = Field(default_factory=OptunaSettings, description="Optuna study storage.")
+    estimate: Estimate = Field(default_factory=Estimate, description="Cost estimate that the dry run "
+                               "(--dry-run) prints.")
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -174,6 +220,10 @@ class SweepSpec(Strict):
     @property
     def experiment_name(self) -> str:
         return self.mlflow.experiment or self.name
+
+    @property
+    def study_name(self) -> str:
+        return self.optuna.study_name or self.name
 
     @property
     def experiment_path(self) -> str:
