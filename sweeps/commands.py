@@ -1,7 +1,8 @@
 """The `sweep` and `pareto` subcommands of `safetytax`.
 
-`safetytax sweep [CONFIG] [key=value ...] [--resume]` runs a sweep file (the embedded tiny.yaml when
-CONFIG is omitted); `safetytax pareto` prints the front recorded in MLflow and the plot's path.
+`safetytax sweep [CONFIG] [key=value ...] [--resume] [--dry-run]` runs a sweep file (the embedded
+tiny.yaml when CONFIG is omitted), or with --dry-run only checks it and prints its plan; `safetytax
+pareto` prints the front recorded in MLflow and the plot's path.
 Bad input raises ConfigError, which the CLI turns into exit code 2 before Ray starts.
 """
 
@@ -29,6 +30,9 @@ def register(subparsers) -> None:
                             "are not run again and their MLflow runs are reused.")
     sweep.add_argument("--quiet", action="store_true", help="Print only one line per finished trial, not "
                                                             "Tune's live table.")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="Validate the sweep and print its trial plan and the resources each trial needs "
+                            "(GPUs, memory, estimated GPU-hours) without starting or downloading anything.")
     sweep.set_defaults(func=sweep_command)
 
     pareto = subparsers.add_parser(
@@ -62,6 +66,11 @@ def sweep_spec(args: argparse.Namespace) -> SweepSpec:
 def sweep_command(args: argparse.Namespace) -> int:
     """Run or resume the sweep; return 0 when every trial ran, 130 when interrupted (resumable)."""
     spec = sweep_spec(args)
+    if args.dry_run:
+        from sweeps.plan import render_plan
+
+        print(render_plan(spec, resume=args.resume), end="")
+        return 0
     from sweeps.runner import run_sweep
 
     outcome = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)

@@ -1,0 +1,257 @@
+"""The dry run of a sweep: its trial plan and what each trial needs, checked without starting anything.
+
+`safetytax sweep CONFIG --dry-run` prints `render_plan(spec)`. Nothing is started or created (no Ray,
+Serve, MLflow store or Optuna storage) and nothing is downloaded or built: data is loaded only when it
+is a local file or already in the tiny LRM's cache, and the plan lists what it did not check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from pathlib import Path
+
+from evaluators.config import EvalConfig
+from sweeps.search_space import grid_values
+from sweeps.spec import SweepSpec
+from sweeps.tracking import redact_uri
+from trainables.config import AlignConfig
+from trainables.data import FILE_SUFFIXES, HUB_ID
+from trainables.schema import ConfigError
+
+# "s1.1-32B", "DeepSeek-R1-Distill-Qwen-7B", "Qwen2.5-0.5B": the size the name gives, in billions.
+SIZE_IN_NAME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[Bb](?![A-Za-z0-9])")
+GIB = 2**30
+GRID_LINES = 100  # a longer grid is cut in the printout; its size is always given
+
+
+def parameters_from_name(model: str) -> float | None:
+    """Return the parameter count the model's name states ("32B" gives 32e9), or None when it states none."""
+    match = SIZE_IN_NAME.search(model.rstrip("/").split("/")[-1])
+    return float(match.group(1)) * 1e9 if match else None
+
+
+def _amounts(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{name}: {amount / 2**20:g} MiB" if name == "memory" else f"{name}: {amount:g}"
+                           for name, amount in resources.items()) + "}"
+
+
+def _count(number: float, noun: str) -> str:
+    return f"{number:g} {noun}" + ("" if number == 1 else "s")
+
+
+def _gib(num_bytes: float) -> str:
+    return f"~{num_bytes / GIB:,.0f} GiB" if num_bytes >= GIB else f"~{num_bytes / 2**20:,.0f} MiB"
+
+
+def search_lines(spec: SweepSpec) -> list[str]:
+    """Return the plan's lines on the search: sampler, trials, concurrency, each searched field, and the grid."""
+    sampler = {"nsga2": f"NSGA-II (population {spec.population_size or 50})",
+               "tpe": f"multi-objective TPE ({spec.startup_trials or 10} random trials first)",
+               "grid": "grid (Optuna's GridSampler)"}[spec.sampler]
+    lines = [f"sampler: {sampler}, seed {spec.seed}",
+             f"{_count(spec.num_samples, 'trial')}, at most {spec.max_concurrent_trials} at once",
+             "objectives: " + ", ".join(f"{o.name} {o.direction}" for o in spec.objectives),
+             "search space:"]
+    for path, param in spec.search_space.items():
+        lines.append(f"  {path}: {param.kind} {list(param.bounds_or_choices(param.kind))}")
+    if spec.sampler == "grid":
+        values = grid_values(spec.search_space)
+        points = list(itertools.product(*values.values()))
+        visited = "every point" if spec.num_samples == len(points) else f"{spec.num_samples} of them"
+        lines.append(f"grid: {_count(len(points), 'point')}, {visited} in a seeded random order")
+        for point in points[:GRID_LINES]:
+            lines.append("  " + ", ".join(f"{path}={value}" for path, value in zip(values, point)))
+        if len(points) > GRID_LINES:
+            lines.append(f"  ... and {len(points) - GRID_LINES} more")
+    return lines
+
+
+def train_resources(cfg: AlignConfig) -> dict[str, float]:
+    """Return what one Train worker reserves, as Ray Train reads `scaling` (defaults included); ConfigError if it can't."""
+    from ray.train import ScalingConfig  # a plain dataclass: nothing starts
+
+    try:
+        scaling = ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                resources_per_worker=cfg.scaling.resources_per_worker)
+    except ValueError as err:
+        raise ConfigError(f"base.scaling: {err}") from None
+    return {name: total / cfg.scaling.num_workers for name, total in scaling.total_resources.items()}
+
+
+def training_memory(cfg: AlignConfig) -> str:
+    """Return the estimated model state per Train worker (weights, gradients, AdamW moments), or why it is unknown."""
+    if cfg.model.startswith("tiny://"):
+        return "the tiny LRM: well under 1 GiB"
+    params = parameters_from_name(cfg.model)
+    if params is None:
+        return f"unknown (the name {cfg.model} states no size such as 7B)"
+    width, dtype = (2, "bf16") if cfg.scaling.use_gpu else (4, "float32")
+    if cfg.finetune == "full":
+        # Weights, gradients and both AdamW moments are kept in the training dtype.
+        per_worker = 4 * width * params / (cfg.scaling.num_workers if cfg.train.fsdp else 1)
+        what = f"weights, gradients and AdamW moments in {dtype}" + (
+            f", sharded over {cfg.scaling.num_workers} workers" if cfg.train.fsdp else "")
+    else:
+        per_worker = width * params  # frozen weights; the adapter and its optimiser state are small
+        what = f"frozen weights in {dtype}; the LoRA adapter is small"
+    return f"{_gib(per_worker)} per worker ({params / 1e9:g}B parameters: {what}); activations come on top"
+
+
+def generator_gpus(cfg: EvalConfig) -> float:
+    """Return the GPUs one generator replica reserves: the engine's parallel ranks for vLLM."""
+    if cfg.backend == "vllm":
+        return cfg.vllm.tensor_parallel_size * int(cfg.vllm.engine_kwargs.get("pipeline_parallel_size", 1))
+    return cfg.num_gpus_per_replica
+
+
+def judge_gpus(cfg: EvalConfig) -> tuple[float, str]:
+    """Return (GPUs the judge's deployment holds for the whole sweep, a line describing it)."""
+    if cfg.judge == "beaver-dam":
+        from evaluators.beaver_dam import DEFAULT_MODEL, beaver_dam_deployment_options
+
+        options = beaver_dam_deployment_options()
+        gpus = options["num_replicas"] * options["ray_actor_options"]["num_gpus"]
+        model = cfg.judge_options.get("model_path", DEFAULT_MODEL)
+        params = parameters_from_name(model)
+        memory = f", {_gib(2 * params)} of bf16 weights" if params else ""
+        replicas = _count(options["num_replicas"], "replica")
+        each = _count(options["ray_actor_options"]["num_gpus"], "GPU")
+        return gpus, f"beaver-dam ({model}): {replicas} x {each}{memory}, held for the whole sweep"
+    if cfg.judge == "llama-guard":
+        gpus = cfg.num_replicas * generator_gpus(cfg)
+        return gpus, (f"llama-guard: a {cfg.backend} deployment of its own, {_count(cfg.num_replicas, 'replica')} x "
+                      f"{_count(generator_gpus(cfg), 'GPU')}, held for the whole sweep")
+    return 0.0, f"{cfg.judge}: runs in the trial on CPU"
+
+
+def resource_lines(spec: SweepSpec) -> list[str]:
+    """Return the plan's lines on resources: Train workers, evaluator, judge, peak GPUs and estimated GPU-hours."""
+    cfg, evaluation = spec.base, spec.evaluation
+    per_worker = train_resources(cfg)
+    workers = cfg.scaling.num_workers
+    train_gpus = workers * per_worker.get("GPU", 0)
+    how = [cfg.finetune + " fine-tuning", *(["FSDP"] if cfg.train.fsdp else []),
+           *(["gradient checkpointing"] if cfg.train.gradient_checkpointing else [])]
+    lines = [f"trial driver: {_amounts(spec.resources_per_trial)} (it only coordinates)",
+             f"train workers: {workers} x {_amounts(per_worker)} = {_count(train_gpus, 'GPU')}, "
+             f"{_count(workers * per_worker.get('CPU', 0), 'CPU')}; {', '.join(how)}",
+             f"training memory: {training_memory(cfg)}"]
+
+    replica_gpus = generator_gpus(evaluation)
+    base_gpus = evaluation.num_replicas * replica_gpus
+    parallel = f" (tensor parallel {evaluation.vllm.tensor_parallel_size})" if evaluation.backend == "vllm" else ""
+    params = parameters_from_name(cfg.model)
+    weights = ""
+    if params and replica_gpus:
+        weights = f", {_gib(2 * params / replica_gpus)} of bf16 weights per GPU"
+    each = (_count(replica_gpus, "GPU") if evaluation.backend == "vllm"
+            else _amounts({"CPU": evaluation.num_cpus_per_replica, "GPU": replica_gpus}))
+    lines.append(f"evaluator: {evaluation.backend}, {_count(evaluation.num_replicas, 'replica')} x {each}{parallel}"
+                 f"{weights}; the base model's deployment is held for the whole sweep")
+    # LoRA adapters are served by the base deployment; a full-weights checkpoint gets one of its own.
+    own_eval_gpus = base_gpus if cfg.finetune == "full" else 0.0
+    if cfg.finetune == "full":
+        lines.append(f"  each trial's checkpoint: its own deployment of {_count(base_gpus, 'GPU')} while it is scored")
+    held_judge, judge_line = judge_gpus(evaluation)
+    lines.append(f"judge: {judge_line}")
+
+    held = base_gpus + held_judge
+    trial_peak = max(train_gpus, own_eval_gpus)
+    sweep_peak = spec.max_concurrent_trials * trial_peak + held
+    lines.append(f"GPUs: {trial_peak:g} per trial at its peak; the sweep at most {sweep_peak:g} "
+                 f"({_count(spec.max_concurrent_trials, 'trial')} at once + {held:g} held by the evaluator and judge)")
+    lines += estimate_lines(spec, held)
+    return lines
+
+
+def estimate_lines(spec: SweepSpec, held_gpus: float) -> list[str]:
+    """Return the estimated duration and GPU-hours, from the spec's per-trial estimate; a note when it has none."""
+    estimate = spec.estimate
+    if estimate.gpu_hours_per_trial is None and estimate.hours_per_trial is None:
+        return ["GPU-hours: no estimate (set estimate.gpu_hours_per_trial and estimate.hours_per_trial)"]
+    lines, total = [], 0.0
+    if estimate.gpu_hours_per_trial is not None:
+        total = spec.num_samples * estimate.gpu_hours_per_trial
+        lines.append(f"GPU-hours of the trials: {spec.num_samples} x {estimate.gpu_hours_per_trial:g} = {total:g}")
+    if estimate.hours_per_trial is not None:
+        rounds = math.ceil(spec.num_samples / spec.max_concurrent_trials)
+        hours = rounds * estimate.hours_per_trial
+        lines.append(f"duration: {_count(rounds, 'round')} of {_count(spec.max_concurrent_trials, 'trial')} x "
+                     f"{estimate.hours_per_trial:g} h = {hours:g} h; held GPUs: {held_gpus:g} x {hours:g} h = "
+                     f"{held_gpus * hours:g} GPU-hours")
+        if estimate.gpu_hours_per_trial is not None:
+            lines.append(f"GPU-hours in all: {total + held_gpus * hours:g}")
+    return lines
+
+
+def data_location(path: str) -> str:
+    """Return where data at `path` lives: tiny (the tiny LRM's cache), hub or local, as load_examples reads it."""
+    if path.startswith("tiny://"):
+        return "tiny"
+    file = Path(path).expanduser()
+    if HUB_ID.match(path) and not file.exists() and file.suffix.lower() not in FILE_SUFFIXES:
+        return "hub"
+    return "local"
+
+
+def data_paths(spec: SweepSpec) -> list[str]:
+    """Return every data path a trial can read: base data, reasoning data and any searched path."""
+    paths = [spec.base.data.path] + ([spec.base.reasoning_data.path] if spec.base.reasoning_data else [])
+    for field in ("data.path", "reasoning_data.path"):
+        if field in spec.search_space:
+            paths += [str(v) for v in spec.search_space[field].extremes()]
+    return list(dict.fromkeys(paths))
+
+
+def check_lines(spec: SweepSpec, resume: bool) -> list[str]:
+    """Run the checks that need no cluster and no download; return what was checked and what was not."""
+    from trainables.tiny.lrm import lrm_dir
+
+    checked = ["schema, search space and objectives (every value the search can take gives a valid base config; "
+               "each benchmark has its data: generated, a data_dir file or a Hub source, nothing downloaded)",
+               "Train scaling (as Ray Train reads it)"]
+    unchecked = []
+    tiny_built = (lrm_dir() / "manifest.json").is_file()
+    remote = [path for path in data_paths(spec)
+              if data_location(path) == "hub" or (data_location(path) == "tiny" and not tiny_built)]
+    if remote:
+        unchecked.append(f"data {', '.join(remote)} (a dry run downloads no Hub data and builds no tiny LRM)")
+    else:
+        from sweeps.runner import check_data
+
+        check_data(spec)
+        checked.append("data: the largest data the search can ask for loads (" + ", ".join(data_paths(spec)) + ")")
+    if spec.base.model.startswith("tiny://") and not tiny_built:
+        unchecked.append("model tiny://lrm (built on first use)")
+    elif data_location(spec.base.model) == "hub":
+        unchecked.append(f"model {spec.base.model} (a Hub id; not downloaded)")
+
+    if "://" in spec.storage_path:
+        unchecked.append(f"Tune state at {spec.experiment_path} (remote storage is not contacted)")
+    else:
+        from sweeps.runner import check_resume_state
+
+        check_resume_state(spec, resume)
+        checked.append(f"Tune state at {spec.experiment_path}: " + ("there to resume" if resume else "a new sweep"))
+    # Stores are opened by the run itself, first thing, on the machine that runs it (a cluster's head).
+    for field, uri in (("mlflow.tracking_uri", spec.mlflow.tracking_uri), ("optuna.storage", spec.optuna.storage)):
+        if uri is not None:
+            unchecked.append(f"{field} {redact_uri(uri)} (not opened in a dry run)")
+    unchecked.append("that the cluster has the GPUs, nodes and memory above")
+    return [f"checked: {line}" for line in checked] + [f"not checked: {line}" for line in unchecked]
+
+
+def render_plan(spec: SweepSpec, resume: bool = False) -> str:
+    """Return the dry run's report of a validated spec: search, resources, checks; ConfigError on bad input."""
+    study = f"{spec.study_name} in {redact_uri(spec.optuna.storage)}" if spec.optuna.storage else "in Tune's state"
+    out = [f"sweep {spec.name}: dry run, nothing started",
+           f"model: {spec.base.model} ({spec.base.finetune}), data: {spec.base.data.path}",
+           f"tracking: MLflow {redact_uri(spec.mlflow.tracking_uri)} (experiment {spec.experiment_name}); "
+           f"Optuna study {study}; Tune state {spec.experiment_path}"]
+    sections = [("Search", search_lines(spec)), ("Resources", resource_lines(spec)),
+                ("Checks", check_lines(spec, resume))]
+    for title, lines in sections:
+        out += ["", title, *(f"  {line}" for line in lines)]
+    return "\n".join(out) + "\n"
