@@ -146,8 +146,9 @@ class TrialRecorder(tune.Callback):
     does, with Tune's error text. It holds only plain data: Tune pickles it with the sweep's state.
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, searched: list[str],
-                 directions: dict[str, str], num_samples: int):
+    def __init__(self, sweep_name: str, tracking_uri: str, experiment_id: str, parent_run_id: str,
+                 searched: list[str], directions: dict[str, str], num_samples: int):
+        self.sweep_name = sweep_name
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.searched, self.directions, self.num_samples = searched, directions, num_samples
         self.done = 0
@@ -166,7 +167,7 @@ class TrialRecorder(tune.Callback):
         error = trial.get_error() or "the trial failed without an error message"
         client = tracking.client(self.tracking_uri)
         run = tracking.trial_run(client, self.experiment_id, self.parent_run_id, trial.trial_id,
-                                 run_name=f"trial-{trial.trial_id}")
+                                 run_name=f"{self.sweep_name}-{trial.trial_id}")
         tracking.log_params(client, run.info.run_id,
                             tracking.flatten_params({k: trial.config.get(k) for k in self.searched}))
         tracking.mark_failed(client, run.info.run_id, str(error))
@@ -197,8 +198,9 @@ def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
         run_config=tune.RunConfig(
             name=spec.name, storage_path=spec.storage_path, verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[TrialRecorder(context.tracking_uri, context.experiment_id, context.parent_run_id,
-                                     list(spec.search_space), spec.directions(), spec.num_samples)],
+            callbacks=[TrialRecorder(spec.name, context.tracking_uri, context.experiment_id,
+                                     context.parent_run_id, list(spec.search_space), spec.directions(),
+                                     spec.num_samples)],
         ),
     )
 
