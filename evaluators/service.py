@@ -50,6 +50,8 @@ def resolve_model(model: str) -> str:
         from trainables.tiny.lrm import resolve_tiny_path  # builds the tiny LRM on first use
 
         model = str(resolve_tiny_path(model))
+    if model.startswith(vllm_backend.CLOUD_PREFIXES):  # served by the vllm backend straight from the bucket
+        return model.rstrip("/")
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -193,13 +195,18 @@ class EvaluatorService:
         limit = limit if limit is not None else cfg.limit
         if adapter is not None and cfg.backend == "transformers":
             adapter = check_adapter(adapter)
+        if model is not None and model.startswith(vllm_backend.CLOUD_PREFIXES) and cfg.backend != "vllm":
+            raise ConfigError(f"model {model}: only the vllm backend loads a model from cloud storage; "
+                              "download it and give the local folder")
         self.start()
         own_app = model is not None and resolve_model(model) != self.base_source
         source = resolve_model(model) if own_app else self.base_source
         app_name = f"{self.prefix}-model-{uuid.uuid4().hex[:6]}" if own_app else self.app_name
         identity, cache = self._identity(source, adapter)
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
-        planner = ReplyPlanner(cfg.generation, self._tokenizer(source))
+        # A fine-tuned checkpoint in a bucket keeps its base model's tokenizer, which is local.
+        cloud = source.startswith(vllm_backend.CLOUD_PREFIXES)
+        planner = ReplyPlanner(cfg.generation, self._tokenizer(self.base_source if cloud else source))
         judge = functools.cache(self._judge)  # built once, and only if a safety benchmark is scored
         # A full-weights model is deployed on its first request, so a fully cached result loads nothing.
         deploy = functools.cache(lambda: self._deploy_generator(source, app_name) if own_app else None)

@@ -88,7 +88,9 @@ def build_llm_config(cfg: EvalConfig, model: str, lora_dir: str | None) -> dict:
     if settings.max_model_len is not None:
         engine_kwargs["max_model_len"] = settings.max_model_len
     config = {
-        "model_loading_config": {"model_id": served_model_id(model), "model_source": model},
+        # A checkpoint in cloud storage (a trial's full fine-tuning) is mirrored to each replica's node.
+        "model_loading_config": {"model_id": served_model_id(model),
+                                 "model_source": {"bucket_uri": model} if model.startswith(CLOUD_PREFIXES) else model},
         "engine_kwargs": engine_kwargs,
         "deployment_config": {
             "num_replicas": cfg.num_replicas,

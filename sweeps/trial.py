@@ -98,6 +98,9 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id
     if aligned.finetune == "lora":
         evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
+    elif spec.evaluation.backend == "vllm" and aligned.checkpoint_uri:
+        # vLLM replicas run on GPU nodes that cannot see this node's disk; they read the bucket copy.
+        evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
     else:
         evaluation = context.service.evaluate(model=str(aligned.checkpoint_dir), out_dir=out_dir)
     metrics = result_metrics(evaluation)

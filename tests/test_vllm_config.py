@@ -100,3 +100,11 @@ def test_a_local_adapter_is_published_into_the_lora_dir_once(tmp_path):
 
     (adapter / "adapter_model.safetensors").write_bytes(b"other weights")
     assert vllm_backend.publish_adapter(adapter, lora_dir) != name
+
+
+def test_a_checkpoint_in_a_bucket_is_mirrored_from_it():
+    """A full fine-tuning checkpoint in S3 is served from the bucket: GPU nodes cannot see the head's disk."""
+    cfg = EvalConfig(backend="vllm")
+    config = vllm_backend.build_llm_config(cfg, "s3://bucket/sweeps/trial-1/checkpoint_000004", None)
+    assert config["model_loading_config"]["model_source"] == {"bucket_uri": "s3://bucket/sweeps/trial-1/checkpoint_000004"}
+    assert vllm_backend.build_llm_config(cfg, "org/model", None)["model_loading_config"]["model_source"] == "org/model"

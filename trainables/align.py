@@ -38,6 +38,8 @@ class AlignmentResult:
     step_losses: list[float]
     epoch_metrics: list[dict]
     num_examples: int
+    # The same checkpoint in remote storage (s3://, gs://), for readers on other nodes; None when local.
+    checkpoint_uri: str | None = None
 
 
 @dataclass
@@ -107,14 +109,16 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True) -> AlignmentResult
         run_config=RunConfig(name=run_name, storage_path=storage_path, logging_config=LoggingConfig("WARNING")),
     )
     checkpoint = trainer.fit().checkpoint
+    checkpoint_uri = None
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         checkpoint_dir = Path(checkpoint.path)
     else:  # s3:// or gs://: the evaluators need a local copy
         checkpoint_dir = Path(checkpoint.to_directory(str(cfg.output_dir / run_name / "final")))
+        checkpoint_uri = f"{storage_path.split('://')[0]}://{checkpoint.path}"
     log = read_training_log(checkpoint_dir)
     return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune, base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
-                           num_examples=log.num_examples)
+                           num_examples=log.num_examples, checkpoint_uri=checkpoint_uri)
 
 
 def _cpu_threads() -> int:
