@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,5 +39,37 @@ def tiny_model_dir(tmp_path_factory, char_tokenizer) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-random")
     build_tiny_model(char_tokenizer, seed=0).save_pretrained(out)
+    char_tokenizer.save_pretrained(out)
+    return out
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def http_port():
+    """A local Ray with Serve on a free 127.0.0.1 port, for one test module; shut down after it."""
+    import ray
+    from ray import serve
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def lively_model_dir(tmp_path_factory, char_tokenizer) -> Path:
+    """A random tiny Qwen2 with large weights, so greedy replies differ from prompt to prompt."""
+    from trainables.tiny.model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-lively")
+    build_tiny_model(char_tokenizer, seed=1, initializer_range=0.3).save_pretrained(out)
     char_tokenizer.save_pretrained(out)
     return out

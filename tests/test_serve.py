@@ -6,8 +6,6 @@ All tests share one Ray instance and one base-model deployment (module-scoped) t
 from __future__ import annotations
 
 import json
-import logging
-import socket
 import urllib.request
 
 import pytest
@@ -21,33 +19,6 @@ from trainables.formats import FORMATS  # noqa: E402
 from trainables.schema import ConfigError, build  # noqa: E402
 
 S1 = FORMATS["s1"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def http_port():
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield port
-    serve.shutdown()
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def lively_model_dir(tmp_path_factory, char_tokenizer):
-    """A random tiny Qwen2 with large weights, so greedy replies differ from prompt to prompt."""
-    from trainables.tiny.model import build_tiny_model
-
-    out = tmp_path_factory.mktemp("tiny-lively")
-    build_tiny_model(char_tokenizer, seed=1, initializer_range=0.3).save_pretrained(out)
-    char_tokenizer.save_pretrained(out)
-    return out
 
 
 def make_adapter(model_dir, out_dir, seed: int):

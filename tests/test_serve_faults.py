@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import socket
 import threading
 import time
 
@@ -17,26 +15,6 @@ from evaluators.service import EvaluationIncomplete, EvaluatorService  # noqa: E
 from trainables.schema import build  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def http_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield port
-    serve.shutdown()
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, char_tokenizer):
-    from trainables.tiny.model import build_tiny_model
-
-    out = tmp_path_factory.mktemp("tiny-lively")
-    build_tiny_model(char_tokenizer, seed=1, initializer_range=0.3).save_pretrained(out)
-    char_tokenizer.save_pretrained(out)
-    return out
 
 
 def make_cfg(port: int, **overrides) -> EvalConfig:
@@ -67,8 +45,8 @@ def kill_replica_once_busy(svc: EvaluatorService, killed: dict) -> threading.Thr
     return thread
 
 
-def test_a_killed_replica_has_its_requests_retried(http_port, model_dir, tmp_path):
-    with EvaluatorService(make_cfg(http_port, max_retries=3), str(model_dir)) as svc:
+def test_a_killed_replica_has_its_requests_retried(http_port, lively_model_dir, tmp_path):
+    with EvaluatorService(make_cfg(http_port, max_retries=3), str(lively_model_dir)) as svc:
         reference = svc.evaluate(out_dir=tmp_path / "reference")
         killed: dict = {}
         watcher = kill_replica_once_busy(svc, killed)
@@ -81,9 +59,9 @@ def test_a_killed_replica_has_its_requests_retried(http_port, model_dir, tmp_pat
     assert result.metrics == reference.metrics
 
 
-def test_when_retries_run_out_the_run_raises_and_reports_nothing(http_port, model_dir, tmp_path):
+def test_when_retries_run_out_the_run_raises_and_reports_nothing(http_port, lively_model_dir, tmp_path):
     cache_dir = tmp_path / "cache"
-    with EvaluatorService(make_cfg(http_port, max_retries=0, cache_dir=str(cache_dir)), str(model_dir)) as svc:
+    with EvaluatorService(make_cfg(http_port, max_retries=0, cache_dir=str(cache_dir)), str(lively_model_dir)) as svc:
         killed: dict = {}
         watcher = kill_replica_once_busy(svc, killed)
         with pytest.raises(EvaluationIncomplete, match="benchmark tiny-arith.*max_retries"):
