@@ -199,8 +199,8 @@ class EvaluatorService:
             raise ConfigError(f"model {model}: only the vllm backend loads a model from cloud storage; "
                               "download it and give the local folder")
         self.start()
-        own_app = model is not None and resolve_model(model) != self.base_source
-        source = resolve_model(model) if own_app else self.base_source
+        source = resolve_model(model) if model is not None else self.base_source
+        own_app = source != self.base_source
         app_name = f"{self.prefix}-model-{uuid.uuid4().hex[:6]}" if own_app else self.app_name
         identity, cache = self._identity(source, adapter)
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
