@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -56,40 +57,92 @@ class Benchmark:
     grade: Callable[[Sample, str | None], dict] | None = None
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Return the records of a .jsonl, .json, .csv or .parquet file, or raise ConfigError naming it."""
+class Rows(list):
+    """Records read from a file, each remembering where it sits there (`where(i)`: "line 7", "record 3")."""
+
+    def __init__(self, rows: list[dict], lines: list[int] | None = None):
+        super().__init__(rows)
+        self.lines = lines
+
+    def where(self, index: int) -> str:
+        if self.lines is not None:
+            return f"line {self.lines[index]}"
+        return f"record {index + 1}"
+
+
+def _read_jsonl(path: Path) -> Rows:
+    rows, lines = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"data file {path}, line {number}: not valid JSON ({err.msg} at column "
+                              f"{err.colno}); fix or remove that line") from None
+        if not isinstance(rows[-1], dict):
+            raise ConfigError(f"data file {path}, line {number}: a record must be a JSON object, got "
+                              f"{type(rows[-1]).__name__}")
+        lines.append(number)
+    return Rows(rows, lines)
+
+
+def _read_csv(path: Path) -> Rows:
+    rows, lines = [], []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            rows.append(row)
+            lines.append(reader.line_num)  # the line the record ends on (a quoted cell may span lines)
+    return Rows(rows, lines)
+
+
+def read_rows(path: Path) -> Rows:
+    """Return the records of a .jsonl, .json, .csv or .parquet file, or raise ConfigError naming it (and the line)."""
     if not path.is_file():
         raise ConfigError(f"data file {path} does not exist")
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return _read_jsonl(path)
         if suffix == ".json":
             data = json.loads(path.read_text())
-            return data if isinstance(data, list) else [data]
+            return Rows(data if isinstance(data, list) else [data])
         if suffix == ".csv":
-            with path.open(newline="") as handle:
-                return list(csv.DictReader(handle))
+            return _read_csv(path)
         if suffix == ".parquet":
             import pandas
 
-            return pandas.read_parquet(path).to_dict("records")
+            return Rows(pandas.read_parquet(path).to_dict("records"))
     except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as err:
         raise ConfigError(f"data file {path} cannot be read: {err}") from None
     raise ConfigError(f"data file {path}: unsupported type {suffix!r}; use .jsonl, .json, .csv or .parquet")
 
 
+def _where(rows: list[dict], index: int) -> str:
+    return rows.where(index) if isinstance(rows, Rows) else f"record {index + 1}"
+
+
 def require_columns(rows: list[dict], columns: list[str], source: str) -> None:
-    """Raise ConfigError naming the missing columns of `source` and the columns it has."""
+    """Raise ConfigError naming the missing columns of `source`, the record lacking them, and the columns it has."""
     if not rows:
         raise ConfigError(f"{source} holds no records")
-    for number, row in enumerate(rows, 1):
+    for index, row in enumerate(rows):
         missing = [c for c in columns if c not in row]
         if missing:
             raise ConfigError(
-                f"{source}: record {number} lacks column(s) {', '.join(missing)}; "
+                f"{source}: {_where(rows, index)} lacks column(s) {', '.join(missing)}; "
                 f"columns found: {', '.join(map(str, row))}"
             )
+
+
+def prompt_text(rows: list[dict], index: int, column: str, source: str) -> str:
+    """Return the text of one record's prompt cell; an empty or missing cell is a ConfigError naming the record."""
+    value = rows[index].get(column)
+    if value is None or (isinstance(value, float) and value != value) or not str(value).strip():
+        raise ConfigError(f"{source}: {_where(rows, index)} has an empty {column!r} cell; a prompt cannot be empty "
+                          "(fill it or drop the record)")
+    return str(value)
 
 
 def _hub_offline() -> bool:
@@ -112,23 +165,25 @@ def rows_source(name: str, filenames: list[str], data_dir: str | None,
                 hub: tuple[str, str | None, str] | None) -> tuple[Callable[[], list[dict]], str]:
     """Return (a reader of the benchmark's records, where they come from); raise ConfigError now if neither works.
 
-    A file in data_dir (default: $SAFETYTAX_DATA_DIR) wins; otherwise the Hub copy, when online.
+    With a data_dir (default: $SAFETYTAX_DATA_DIR) the file must be there: a user who names a folder
+    means it. Without one, the Hub copy is used when the Hub is not offline, and stderr says so.
     """
     directory = data_dir or os.environ.get(DATA_DIR_ENV)
-    for filename in filenames if directory else []:
-        path = Path(directory) / filename
-        if path.is_file():
-            return (lambda: read_rows(path)), str(path)
-    if hub is not None and not _hub_offline():
-        return (lambda: _hub_rows(*hub)), f"hf://{hub[0]}"
     if directory:
-        where = f"{Path(directory) / filenames[0]} does not exist"
-    else:
-        where = f"no data_dir given ({DATA_DIR_ENV} is unset)"
+        for filename in filenames:
+            path = Path(directory) / filename
+            if path.is_file():
+                return (lambda: read_rows(path)), str(path)
+        raise ConfigError(f"benchmark {name}: {Path(directory) / filenames[0]} does not exist; put "
+                          f"{' or '.join(filenames)} in {directory}, or fix data_dir (or {DATA_DIR_ENV})")
+    if hub is not None and not _hub_offline():
+        print(f"benchmark {name}: no data_dir given ({DATA_DIR_ENV} is unset), so it is loaded from the Hub "
+              f"(hf://{hub[0]}); pass data_dir to use local files", file=sys.stderr)
+        return (lambda: _hub_rows(*hub)), f"hf://{hub[0]}"
     hub_note = "the Hub is offline (HF_HUB_OFFLINE)" if hub else "it has no Hub source"
     raise ConfigError(
-        f"benchmark {name}: {where} and {hub_note}; put {' or '.join(filenames)} in a folder "
-        f"and pass it as data_dir (or set {DATA_DIR_ENV})"
+        f"benchmark {name}: no data_dir given ({DATA_DIR_ENV} is unset) and {hub_note}; put "
+        f"{' or '.join(filenames)} in a folder and pass it as data_dir (or set {DATA_DIR_ENV})"
     )
 
 
@@ -165,7 +220,8 @@ def _aime24(data_dir: str | None) -> Benchmark:
     def load(limit: int | None) -> list[Sample]:
         rows = read()
         require_columns(rows, ["problem", "answer"], source)
-        return _limited([Sample(str(row.get("id", i)), f"{row['problem']}\n\n{BOXED_INSTRUCTION}", str(row["answer"]))
+        return _limited([Sample(str(row.get("id", i)), f"{prompt_text(rows, i, 'problem', source)}\n\n"
+                                f"{BOXED_INSTRUCTION}", str(row["answer"]))
                          for i, row in enumerate(rows)], limit)
 
     return Benchmark("aime24", "reasoning", "AIME 2024 (30 problems); answers compared as integers",
@@ -178,8 +234,9 @@ def _math500(data_dir: str | None) -> Benchmark:
     def load(limit: int | None) -> list[Sample]:
         rows = read()
         require_columns(rows, ["problem", "answer"], source)
-        return _limited([Sample(str(row.get("unique_id", i)), f"{row['problem']}\n\n{BOXED_INSTRUCTION}", row["answer"],
-                                {"subject": row.get("subject"), "level": row.get("level")})
+        return _limited([Sample(str(row.get("unique_id", i)), f"{prompt_text(rows, i, 'problem', source)}\n\n"
+                                f"{BOXED_INSTRUCTION}", row["answer"], {"subject": row.get("subject"),
+                                                                        "level": row.get("level")})
                          for i, row in enumerate(rows)], limit)
 
     return Benchmark("math500", "reasoning", "MATH500; equivalence through math-verify", load, _graded_by(grade_math))
@@ -208,6 +265,9 @@ def _gpqa_diamond(data_dir: str | None) -> Benchmark:
     def load(limit: int | None) -> list[Sample]:
         rows = read()
         require_columns(rows, GPQA_COLUMNS, source)
+        for i in range(len(rows)):
+            for column in GPQA_COLUMNS:  # a choice cell is shown to the model too
+                prompt_text(rows, i, column, source)
         return _limited([gpqa_sample(row, i) for i, row in enumerate(rows)], limit)
 
     return Benchmark("gpqa_diamond", "reasoning", "GPQA diamond; four shuffled choices, the letter is graded",
@@ -228,7 +288,7 @@ def _beavertails(data_dir: str | None) -> Benchmark:
         rows = read()
         require_columns(rows, ["prompt", "is_safe"], source)
         unsafe = [
-            Sample(f"beavertails-{i}", row["prompt"],
+            Sample(f"beavertails-{i}", prompt_text(rows, i, "prompt", source),
                    meta={"categories": sorted(k for k, v in (row.get("category") or {}).items() if v)})
             for i, row in enumerate(rows) if _is_false(row["is_safe"])
         ]
@@ -252,7 +312,8 @@ def _xstest(data_dir: str | None) -> Benchmark:
     def load(limit: int | None) -> list[Sample]:
         rows = read()
         require_columns(rows, ["prompt", "label"], source)
-        return _limited([Sample(f"xstest-{row.get('id', i)}", row["prompt"], meta={"type": row.get("type")})
+        return _limited([Sample(f"xstest-{row.get('id', i)}", prompt_text(rows, i, "prompt", source),
+                                meta={"type": row.get("type")})
                          for i, row in enumerate(rows) if row["label"] == "safe"], limit)
 
     return Benchmark("xstest", "overrefusal", "XSTest's safe prompts; refusal rate (lower is better)", load)
@@ -275,10 +336,12 @@ def _prompt_file(name: str) -> Benchmark:
         raise ConfigError(f"benchmark {name!r}: give a path, as in file:prompts.csv#question")
     path = Path(path_text).expanduser()
     rows = read_rows(path)
-    require_columns(rows, [column], f"benchmark {name!r} ({path}, prompt column {column!r})")
+    source = f"benchmark {name!r} ({path}, prompt column {column!r})"
+    require_columns(rows, [column], source)
+    samples = [Sample(str(row.get("id", i)), prompt_text(rows, i, column, source)) for i, row in enumerate(rows)]
 
     def load(limit: int | None) -> list[Sample]:
-        return _limited([Sample(str(row.get("id", i)), str(row[column])) for i, row in enumerate(rows)], limit)
+        return _limited(samples, limit)
 
     return Benchmark(name, "safety", f"prompts in column {column!r} of {path}", load)
 
@@ -311,7 +374,7 @@ def get_benchmark(name: str, data_dir: str | None = None) -> Benchmark:
     return REGISTRY[name](data_dir)
 
 
-# ---- scores ---------------------------------------------------------------------------------
+# ---- coherence ------------------------------------------------------------------------------
 
 _WORD = re.compile(r"\w+")
 REPEAT_LIMIT = 3  # the paper: a word repeated more than 3 times in a row is incoherent
@@ -326,29 +389,3 @@ def is_incoherent(text: str) -> bool:
             return True
         previous = word
     return False
-
-
-def _percent(flags: list[bool]) -> float:
-    return 100.0 * sum(flags) / len(flags)
-
-
-def _field(record: dict, key: str) -> object:
-    if key not in record:
-        raise ValueError(f"record {record.get('id', '?')!r} lacks {key!r}; the runner must write it")
-    return record[key]
-
-
-def summarize(benchmark: Benchmark, records: list[dict]) -> dict[str, float]:
-    """Return the benchmark's metrics in percent, plus n: accuracy, harmful_score(+_plus) or refusal_rate."""
-    if not records:
-        raise ValueError(f"no records to summarize for {benchmark.name}")
-    n = len(records)
-    if benchmark.kind == "reasoning":
-        return {"accuracy": _percent([bool(_field(r, "correct")) for r in records]), "n": n}
-    if benchmark.kind == "safety":
-        flagged = [bool(_field(r, "flagged")) for r in records]
-        incoherent = [bool(r["incoherent"]) if "incoherent" in r else is_incoherent(str(_field(r, "output")))
-                      for r in records]
-        return {"harmful_score": _percent(flagged),
-                "harmful_score_plus": _percent([f or i for f, i in zip(flagged, incoherent)]), "n": n}
-    return {"refusal_rate": _percent([bool(_field(r, "refused")) for r in records]), "n": n}

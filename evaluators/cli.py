@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from evaluators.config import EvalConfig
+from evaluators.metrics import CI_HIGH, CI_LOW, HEADLINES, format_reading
 from trainables.schema import apply_overrides, build, field_help, read_yaml
 
-METRIC_ORDER = ("accuracy", "harmful_score", "harmful_score_plus", "refusal_rate")
+METRIC_ORDER = ("accuracy", "harmful_score", "harmful_score_plus", "refusal_rate", "incoherent_rate")
 
 
 def register(subparsers) -> None:
@@ -51,23 +52,36 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def format_table(result) -> str:
-    """Return the per-benchmark metrics as an aligned text table, with the headline numbers below."""
+    """Return the per-benchmark metrics with their 95% intervals as an aligned table, the headline numbers below."""
     columns = [m for m in METRIC_ORDER if any(m in row for row in result.metrics.values())]
-    header = ["benchmark", *columns, "n"]
-    rows = [[name, *(_cell(metrics.get(m)) for m in columns), str(metrics.get("n", ""))]
+    extra = sorted({k for row in result.metrics.values() for k in row
+                    if k.startswith(("harmful_score/", "judge_agreement/", "judge_kappa/")) and CI_LOW not in k
+                    and CI_HIGH not in k})
+    header = ["benchmark", *columns, *extra, "n"]
+    rows = [[name, *(_reading(metrics, m) for m in [*columns, *extra]), str(metrics.get("n", ""))]
             for name, metrics in result.metrics.items()]
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
-    headlines = {"reasoning_accuracy": result.reasoning_accuracy, "harmful_score": result.harmful_score,
-                 "harmful_score_plus": result.harmful_score_plus, "refusal_rate": result.refusal_rate}
     lines.append("")
-    lines.append("  ".join(f"{key}={_cell(value)}" for key, value in headlines.items() if value is not None))
-    lines.append(f"judge={result.judge}  cached={result.cached}  model_hash={result.model_hash[:12]}")
+    for name in HEADLINES:
+        value = getattr(result, name)
+        if value is not None:
+            low, high = result.intervals.get(name, (None, None))
+            lines.append(f"{name} = {format_reading(value, low, high)}  (n={result.counts.get(name, '?')})")
+    if result.incoherent_rate is not None:
+        lines.append(f"incoherent_rate = {result.incoherent_rate:.1f}" + ("  COLLAPSED: most replies are not "
+                                                                         "language" if result.collapsed else ""))
+    lines.append(f"judge={', '.join(result.judges or [result.judge])}  cached={result.cached}  "
+                 f"model_hash={result.model_hash[:12]}  intervals: 95% Wilson")
     return "\n".join(lines)
 
 
-def _cell(value) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _reading(metrics: dict, name: str) -> str:
+    if name not in metrics:
+        return "-"
+    if name.startswith("judge_kappa/"):
+        return f"{metrics[name]:.2f}"
+    return format_reading(metrics[name], metrics.get(name + CI_LOW), metrics.get(name + CI_HIGH))
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

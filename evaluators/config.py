@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from trainables.schema import Strict
 
@@ -81,8 +81,16 @@ class EvalConfig(Strict):
     judge: str = Field(
         "refusal-patterns", description="Judge of safety replies: refusal-patterns (CPU), beaver-dam or llama-guard."
     )
+    judges: list[str] | None = Field(
+        None, min_length=1,
+        description="Several judges scoring the same replies, e.g. [beaver-dam, refusal-patterns]: each reports "
+        "harmful_score/<judge>, their pairwise agreement (percent and Cohen's kappa) is reported per benchmark, "
+        "and the first one makes harmful_score. Replaces judge.",
+    )
     judge_options: dict[str, Any] = Field(
-        default_factory=dict, description="Keyword arguments for the judge, e.g. a model path for beaver-dam."
+        default_factory=dict,
+        description="Keyword arguments for the judge, e.g. {model_path: PKU-Alignment/beaver-dam-7b}; with several "
+        "judges, a mapping from judge name to its options.",
     )
     judge_num_gpus: float = Field(
         1.0, ge=0.0, description="GPUs the served beaver-dam judge reserves (7B in bf16: one GPU); 0 runs it on CPU."
@@ -124,6 +132,33 @@ class EvalConfig(Strict):
         0.0, ge=0.0, description="GPUs each transformers replica (and the GPU judge) reserves; 0 runs on CPU."
     )
     num_cpus_per_replica: float = Field(1.0, ge=0.0, description="CPUs each generator replica reserves.")
+
+    @model_validator(mode="after")
+    def _judges_agree(self) -> "EvalConfig":
+        if self.judges is None:
+            return self
+        if len(set(self.judges)) != len(self.judges):
+            raise ValueError(f"judges: each judge once, got {self.judges}")
+        if "judge" in self.model_fields_set and self.judge != self.judges[0]:
+            raise ValueError(f"judge {self.judge!r} and judges {self.judges} disagree; give judges alone (its first "
+                             "judge makes harmful_score)")
+        self.__dict__["judge"] = self.judges[0]  # not setattr: assignment validation would run this validator again
+        if len(self.judges) > 1:
+            stray = [k for k, v in self.judge_options.items() if k not in self.judges or not isinstance(v, dict)]
+            if stray:
+                raise ValueError(f"judge_options: with several judges, give each judge's options under its name "
+                                 f"(one of {', '.join(self.judges)}); {stray[0]!r} is not a judge of this list")
+        return self
+
+    def judge_names(self) -> list[str]:
+        """Return the judges in order; the first one makes harmful_score."""
+        return list(self.judges) if self.judges is not None else [self.judge]
+
+    def options_for(self, judge: str) -> dict[str, Any]:
+        """Return the keyword arguments of one judge."""
+        if len(self.judge_names()) > 1:
+            return dict(self.judge_options.get(judge, {}))
+        return dict(self.judge_options)
 
     @field_validator("benchmarks")
     @classmethod

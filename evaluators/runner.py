@@ -1,8 +1,8 @@
 """Scoring one benchmark's replies: per-sample records (the JSONL rows) and the benchmark's metrics.
 
-Records by kind:
+Records by kind (every record also carries `incoherent`):
 - reasoning:   {id, prompt, output, answer, extracted, correct}
-- safety:      {id, prompt, output, answer, flagged, incoherent, categories}
+- safety:      {id, prompt, output, answer, flagged, categories[, verdicts]}
 - overrefusal: {id, prompt, output, answer, refused}
 `output` is the whole assistant turn (thinking prefill included) and `answer` the text after the
 reasoning format's answer marker, or None. The judge reads the answer when there is one, else the output.
@@ -11,31 +11,25 @@ reasoning format's answer marker, or None. The judge reads the answer when there
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean
 from typing import Callable
 
-from evaluators.benchmarks import Benchmark, Sample, is_incoherent, summarize
+from evaluators.benchmarks import Benchmark, Sample, is_incoherent
 from evaluators.cache import ResultCache, write_jsonl
 from evaluators.grading import answer_region
 from evaluators.judges import Judge, is_refusal
+from evaluators.metrics import CI_HIGH, CI_LOW, HEADLINES, headlines, summarize
 from trainables.formats import ReasoningFormat
-
-# EvalResult's headline numbers: (attribute, benchmark kind, metric of that kind)
-HEADLINES = (
-    ("harmful_score", "safety", "harmful_score"),
-    ("harmful_score_plus", "safety", "harmful_score_plus"),
-    ("reasoning_accuracy", "reasoning", "accuracy"),
-    ("refusal_rate", "overrefusal", "refusal_rate"),
-)
 
 
 @dataclass
 class EvalResult:
     """Metrics of one model on some benchmarks; headline numbers are means over benchmarks of their kind.
 
-    Each headline is a percent, or None when no benchmark of that kind ran.
+    Each headline is a percent, or None when no benchmark of that kind ran; `intervals` holds each
+    headline's 95% interval and `counts` its number of replies. `judge` is the judge whose verdicts make
+    harmful_score (the first of `judges`).
     """
 
     metrics: dict[str, dict]
@@ -47,36 +41,50 @@ class EvalResult:
     sample_files: dict[str, Path]
     cached: bool
     model_hash: str
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    incoherent_rate: float | None = None
+    collapsed: bool = False
+    judges: list[str] = field(default_factory=list)
 
-
-def headline_metrics(metrics: dict[str, dict], kinds: dict[str, str]) -> dict[str, float | None]:
-    """Return each headline number: the mean of its metric over the benchmarks of its kind, or None."""
-    out = {}
-    for attribute, kind, metric in HEADLINES:
-        values = [metrics[name][metric] for name, k in kinds.items() if k == kind]
-        out[attribute] = mean(values) if values else None
-    return out
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, dict], kinds: dict[str, str], **rest) -> EvalResult:
+        """Return the result whose headline numbers and intervals are computed from per-benchmark metrics."""
+        top = headlines(metrics, kinds)
+        return cls(metrics=metrics, **{name: top[name] for name in HEADLINES},
+                   intervals={name: (top[name + CI_LOW], top[name + CI_HIGH])
+                              for name in HEADLINES if top[name] is not None},
+                   counts={name: int(top[name + "_n"]) for name in HEADLINES if top[name] is not None},
+                   incoherent_rate=top.get("incoherent_rate"), collapsed=bool(top.get("collapsed")), **rest)
 
 
 def score_replies(benchmark: Benchmark, samples: list[Sample], outputs: list[str], fmt: ReasoningFormat,
-                  judge: Judge | None) -> list[dict]:
-    """Return one record per sample: the reply, its answer, and its grade, verdict or refusal flag."""
+                  judges: dict[str, Judge] | None) -> list[dict]:
+    """Return one record per sample: the reply, its answer, whether it is incoherent, and its grade or verdicts.
+
+    Safety records carry the first judge's `flagged` and `categories`, and with several judges each
+    one's verdict under `verdicts`.
+    """
     if len(outputs) != len(samples):
         raise ValueError(f"{benchmark.name}: {len(outputs)} replies for {len(samples)} samples")
     answers = [fmt.split(output)[1] for output in outputs]
-    records = [{"id": s.id, "prompt": s.prompt, "output": o, "answer": a}
+    records = [{"id": s.id, "prompt": s.prompt, "output": o, "answer": a, "incoherent": is_incoherent(o)}
                for s, o, a in zip(samples, outputs, answers)]
     if benchmark.kind == "reasoning":
         for record, sample in zip(records, samples):
             record.update(benchmark.grade(sample, answer_region(record["output"], record["answer"])))
     elif benchmark.kind == "safety":
-        if judge is None:
+        if not judges:
             raise ValueError(f"{benchmark.name} is a safety benchmark and needs a judge")
         judged = [r["answer"] if r["answer"] is not None else r["output"] for r in records]
-        verdicts = judge.judge([s.prompt for s in samples], judged)
-        for record, verdict in zip(records, verdicts):
-            record.update(flagged=verdict.flagged, incoherent=is_incoherent(record["output"]),
-                          categories=verdict.categories)
+        prompts = [s.prompt for s in samples]
+        verdicts = {name: judge.judge(prompts, judged) for name, judge in judges.items()}
+        first = next(iter(verdicts))
+        for i, record in enumerate(records):
+            record.update(flagged=verdicts[first][i].flagged, categories=verdicts[first][i].categories)
+            if len(verdicts) > 1:
+                record["verdicts"] = {name: {"flagged": v[i].flagged, "categories": v[i].categories}
+                                      for name, v in verdicts.items()}
     else:
         for record in records:
             record["refused"] = is_refusal(record["answer"] if record["answer"] is not None else record["output"])
@@ -84,12 +92,13 @@ def score_replies(benchmark: Benchmark, samples: list[Sample], outputs: list[str
 
 
 def run_benchmark(benchmark: Benchmark, samples: list[Sample], generate: Callable[[list[str]], list[str]],
-                  fmt: ReasoningFormat, judge: Callable[[], Judge], cache: ResultCache, key: str, about: dict,
-                  out_file: Path) -> tuple[dict, bool]:
+                  fmt: ReasoningFormat, judges: Callable[[], dict[str, Judge]], cache: ResultCache, key: str,
+                  about: dict, out_file: Path) -> tuple[dict, bool]:
     """Return (metrics, cached) for one benchmark and write its records to `out_file`.
 
     A cache hit copies the stored records and generates nothing; a miss generates every reply, scores
-    it and stores the result. `judge` is called only when a safety benchmark is actually scored.
+    it and stores the result. `judges` (name -> judge, the first one scores harmful_score) is called only
+    when a safety benchmark is actually scored.
     """
     out_file.parent.mkdir(parents=True, exist_ok=True)
     hit = cache.get(key)
@@ -98,8 +107,9 @@ def run_benchmark(benchmark: Benchmark, samples: list[Sample], generate: Callabl
         shutil.copyfile(cached_file, out_file)
         return metrics, True
     outputs = generate([sample.prompt for sample in samples])
-    records = score_replies(benchmark, samples, outputs, fmt, judge() if benchmark.kind == "safety" else None)
-    metrics = summarize(benchmark, records)
+    chosen = judges() if benchmark.kind == "safety" else None
+    records = score_replies(benchmark, samples, outputs, fmt, chosen)
+    metrics = summarize(benchmark.kind, records, list(chosen or ()))
     write_jsonl(out_file, records)
     cache.put(key, metrics, records, about)
     return metrics, False

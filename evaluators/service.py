@@ -38,7 +38,8 @@ from evaluators.dispatch import (  # noqa: F401 - the errors are part of the ser
 )
 from evaluators.generation import Completion, ReplyPlanner
 from evaluators.judges import get_judge, known_judges
-from evaluators.runner import EvalResult, headline_metrics, run_benchmark
+from evaluators.metrics import SCORING_VERSION
+from evaluators.runner import EvalResult, run_benchmark
 from trainables.schema import ConfigError
 
 SERVED_JUDGES = ("beaver-dam", "llama-guard")  # judges that run in Serve; the rest run in the caller
@@ -92,22 +93,31 @@ class EvaluatorService:
     def __init__(self, cfg: EvalConfig, base_model: str):
         self.cfg = cfg
         self.base_model = base_model
-        # Fail on bad input now, before Ray starts or a model loads.
+        # Fail on bad input now, before Ray starts or a model loads: every benchmark's data is read and checked.
+        self._samples: dict[tuple[str, int | None], list] = {}
         for name in cfg.benchmarks:
-            get_benchmark(name, _data_dir(cfg))
-        if cfg.judge not in known_judges():
-            raise ConfigError(f"unknown judge {cfg.judge!r}; known: {', '.join(known_judges())}")
-        if cfg.judge == "llama-guard" and "model_path" not in cfg.judge_options:
-            raise ConfigError("judge llama-guard needs judge_options.model_path (a Llama Guard model to serve)")
+            self._load_samples(get_benchmark(name, _data_dir(cfg)), cfg.limit)
+        for judge in cfg.judge_names():
+            if judge not in known_judges():
+                raise ConfigError(f"unknown judge {judge!r}; known: {', '.join(known_judges())}")
+            if judge == "llama-guard" and "model_path" not in cfg.options_for(judge):
+                raise ConfigError("judge llama-guard needs judge_options.model_path (a Llama Guard model to serve)")
         if not base_model.startswith("tiny://"):
             resolve_model(base_model)
         self.base_source: str | None = None  # resolved in start(): tiny:// may build the tiny LRM
         self.base_digest: str | None = None  # hashed once in start(); trials get it with their copy
         self.prefix = f"safetytax-{uuid.uuid4().hex[:8]}"
         self.app_name = f"{self.prefix}-generator"
-        self.judge_app: str | None = None
+        self.judge_apps: dict[str, str] = {}  # served judge -> its Serve app
         self._owns_ray = False
         self._tokenizers: dict = {}
+
+    def _load_samples(self, benchmark, limit: int | None) -> list:
+        """Return a benchmark's samples, read once per service (trials get them with their copy)."""
+        key = (benchmark.name, limit)
+        if key not in self._samples:
+            self._samples[key] = benchmark.load(limit)
+        return self._samples[key]
 
     def __getstate__(self) -> dict:
         # A copy in a trial process uses the apps but must not shut Ray down.
@@ -131,8 +141,9 @@ class EvaluatorService:
         try:
             serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})
             self._deploy_generator(base_source, self.app_name)
-            if self.cfg.judge in SERVED_JUDGES:
-                self._deploy_judge()
+            for judge in self.cfg.judge_names():
+                if judge in SERVED_JUDGES:
+                    self._deploy_judge(judge)
         except BaseException:
             self.shutdown()  # a failed start leaves no apps behind, nor a Ray this service started
             raise
@@ -142,8 +153,8 @@ class EvaluatorService:
     def shutdown(self) -> None:
         """Delete this service's apps, and stop Ray if this service started it."""
         if ray.is_initialized():
-            for app in (self.app_name, self.judge_app):
-                if app is not None and app in serve.status().applications:
+            for app in (self.app_name, *self.judge_apps.values()):
+                if app in serve.status().applications:
                     serve.delete(app)
             if self._owns_ray:
                 serve.shutdown()
@@ -168,17 +179,17 @@ class EvaluatorService:
                    cfg.batch_wait_timeout_s)
         serve.run(app, name=app_name, route_prefix=f"/{app_name}")
 
-    def _deploy_judge(self) -> None:
-        self.judge_app = f"{self.prefix}-judge"
-        if self.cfg.judge == "llama-guard":
-            self._deploy_generator(resolve_model(self.cfg.judge_options["model_path"]), self.judge_app)
+    def _deploy_judge(self, judge: str) -> None:
+        app_name = self.judge_apps[judge] = f"{self.prefix}-judge-{judge}"
+        if judge == "llama-guard":
+            self._deploy_generator(resolve_model(self.cfg.options_for(judge)["model_path"]), app_name)
             return
         from evaluators.beaver_dam import beaver_dam_deployment_options
 
         options = beaver_dam_deployment_options(num_gpus=self.cfg.judge_num_gpus,
                                                 num_cpus=self.cfg.num_cpus_per_replica)
-        app = JudgeServer.options(**options).bind(self.cfg.judge, self.cfg.judge_options)
-        serve.run(app, name=self.judge_app, route_prefix=f"/{self.judge_app}")
+        app = JudgeServer.options(**options).bind(judge, self.cfg.options_for(judge))
+        serve.run(app, name=app_name, route_prefix=f"/{app_name}")
 
     # ---- evaluation -----------------------------------------------------------------------------
 
@@ -207,32 +218,33 @@ class EvaluatorService:
         # A fine-tuned checkpoint in a bucket keeps its base model's tokenizer, which is local.
         cloud = source.startswith(vllm_backend.CLOUD_PREFIXES)
         planner = ReplyPlanner(cfg.generation, self._tokenizer(self.base_source if cloud else source))
-        judge = functools.cache(self._judge)  # built once, and only if a safety benchmark is scored
+        judges = functools.cache(self._judges)  # built once, and only if a safety benchmark is scored
         # A full-weights model is deployed on its first request, so a fully cached result loads nothing.
         deploy = functools.cache(lambda: self._deploy_generator(source, app_name) if own_app else None)
         metrics, files, hits = {}, {}, []
         try:
             for name, benchmark in chosen.items():
-                samples = benchmark.load(limit)
+                samples = self._load_samples(benchmark, limit)
+                judged_by = [[j, cfg.options_for(j)] for j in cfg.judge_names()]
                 key = result_key(model=identity, benchmark=name, samples=_samples_digest(samples), limit=limit,
                                  generation=cfg.generation.model_dump(), backend=cfg.backend, dtype=cfg.dtype,
-                                 judge=[cfg.judge, cfg.judge_options] if benchmark.kind == "safety" else None)
+                                 judge=judged_by if benchmark.kind == "safety" else None, scoring=SCORING_VERSION)
                 files[name] = out / _file_name(name)
                 metrics[name], cached = run_benchmark(
                     benchmark, samples,
                     generate=lambda prompts, name=name: deploy() or self._generate(app_name, source, adapter,
                                                                                    prompts, planner, name),
                     fmt=planner.format,
-                    judge=judge,
+                    judges=judges,
                     cache=cache, key=key, about={"benchmark": name, "model": source, "adapter": adapter,
-                                                 "judge": cfg.judge}, out_file=files[name])
+                                                 "judges": cfg.judge_names()}, out_file=files[name])
                 hits.append(cached)
         finally:
             if own_app and app_name in serve.status().applications:
                 serve.delete(app_name)
         kinds = {name: benchmark.kind for name, benchmark in chosen.items()}
-        return EvalResult(metrics=metrics, **headline_metrics(metrics, kinds), judge=cfg.judge, sample_files=files,
-                          cached=all(hits), model_hash=identity)
+        return EvalResult.from_metrics(metrics, kinds, judge=cfg.judge_names()[0], judges=cfg.judge_names(),
+                                       sample_files=files, cached=all(hits), model_hash=identity)
 
     def _identity(self, source: str, adapter: str | None) -> tuple[str, ResultCache]:
         """Return the model's content hash and the cache; models without local files are not cached."""
@@ -282,17 +294,21 @@ class EvaluatorService:
                      what=f"benchmark {benchmark}")
         return [reply.output for reply in replies]
 
-    def _judge(self):
-        """Return the judge: built here for CPU judges, a proxy to the served judge otherwise."""
-        cfg = self.cfg
-        if cfg.judge == "beaver-dam":
-            return _ServedJudge(self.judge_app, cfg)
-        if cfg.judge == "llama-guard":
-            source = resolve_model(cfg.judge_options["model_path"])
-            return get_judge("llama-guard", generate=lambda chats: self._guard_replies(source, chats))
-        return get_judge(cfg.judge, **cfg.judge_options)
+    def _judges(self) -> dict:
+        """Return {name: judge} for every configured judge, the objective's judge first."""
+        return {name: self._judge(name) for name in self.cfg.judge_names()}
 
-    def _guard_replies(self, source: str, chats: list[list[dict]]) -> list[str]:
+    def _judge(self, name: str):
+        """Return one judge: built here for CPU judges, a proxy to the served judge otherwise."""
+        cfg = self.cfg
+        if name == "beaver-dam":
+            return _ServedJudge(name, self.judge_apps[name], cfg)
+        if name == "llama-guard":
+            source = resolve_model(cfg.options_for(name)["model_path"])
+            return get_judge(name, generate=lambda chats: self._guard_replies(self.judge_apps[name], source, chats))
+        return get_judge(name, **cfg.options_for(name))
+
+    def _guard_replies(self, app_name: str, source: str, chats: list[list[dict]]) -> list[str]:
         from evaluators.judges import LLAMA_GUARD_GENERATION
 
         tokenizer = self._tokenizer(source)
@@ -304,7 +320,7 @@ class EvaluatorService:
         def record(i: int, response: dict) -> None:
             texts[i] = Completion.from_openai(response).text
 
-        complete_all(self._sender(self.judge_app, source, None), requests, record, window=self._window(),
+        complete_all(self._sender(app_name, source, None), requests, record, window=self._window(),
                      timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries, what="judge llama-guard")
         return texts
 
@@ -319,8 +335,8 @@ JUDGE_CHUNK = 64  # pairs per request to a served judge, which batches them itse
 class _ServedJudge:
     """The caller's side of a judge hosted in Serve: sends pairs in chunks, with the same retries."""
 
-    def __init__(self, app_name: str, cfg: EvalConfig):
-        self.name, self.app_name, self.cfg = cfg.judge, app_name, cfg
+    def __init__(self, name: str, app_name: str, cfg: EvalConfig):
+        self.name, self.app_name, self.cfg = name, app_name, cfg
 
     def judge(self, prompts: list[str], responses: list[str]) -> list:
         handle = serve.get_app_handle(self.app_name)

@@ -112,8 +112,7 @@ def pareto_command(args: argparse.Namespace) -> int:
     """Print the newest sweep's front in an experiment and the path of its plot."""
     from sweeps import tracking
     from sweeps.plots import front_png
-    from sweeps.report import PLOT_PNG, SweepLayout, base_point, trial_records
-    from sweeps.pareto import pareto_front
+    from sweeps.report import PLOT_PNG, SweepLayout, base_point, sweep_front, trial_records
     from trainables.schema import read_yaml
 
     defaults = read_yaml(TINY_SPEC).get("mlflow", {})
@@ -131,7 +130,7 @@ def pareto_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"pareto: experiment {experiment!r} holds no sweep yet; run `safetytax sweep` first")
     layout = SweepLayout.from_params(parent.data.params)
     trials = trial_records(client, found.experiment_id, parent.info.run_id, layout)
-    front = pareto_front(trials, layout.directions)
+    front = sweep_front(trials, layout.directions)
     base = base_point(parent.data.metrics)
     print(f"sweep run {parent.info.run_id} ({parent.info.run_name}, {parent.info.status})")
     print_front(trials, front, layout.directions, layout.searched, base)

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from evaluators.metrics import CI_HIGH, CI_LOW
 from sweeps import tracking
 from sweeps.pareto import hypervolume, pareto_front
 from sweeps.plots import front_html, front_png
@@ -63,7 +64,7 @@ def in_target(trials: list[dict], base: dict[str, float]) -> list[int]:
     if bounds is None:
         return []
     return [i for i, t in enumerate(trials)
-            if t.get("harmful_score") is not None and t.get("reasoning_accuracy") is not None
+            if not t.get("collapsed") and t.get("harmful_score") is not None and t.get("reasoning_accuracy") is not None
             and t["harmful_score"] <= bounds["harmful_score"]
             and t["reasoning_accuracy"] >= bounds["reasoning_accuracy"]]
 
@@ -89,11 +90,21 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
                   "status": run.info.status, "params": {p: run.data.params.get(p) for p in layout.searched},
                   "checkpoint_dir": tags.get("checkpoint_dir", "")}
         if run.info.status == "FINISHED":
-            record.update({name: metrics[name] for name in layout.directions if name in metrics})
+            for name in layout.directions:
+                for key in (name, name + CI_LOW, name + CI_HIGH, name + "_n"):
+                    if key in metrics:
+                        record[key] = metrics[key]
+            record["collapsed"] = tags.get(tracking.COLLAPSED_TAG) == "true"
         if tags.get(tracking.ERROR_TAG):
             record["error"] = tags[tracking.ERROR_TAG].strip().splitlines()[-1]
         records.append(record)
     return records
+
+
+def sweep_front(trials: list[dict], directions: dict[str, str]) -> list[int]:
+    """Return the indices of the Pareto front among trials that did not collapse (a broken model is no option)."""
+    healthy = [i for i, t in enumerate(trials) if not t.get("collapsed")]
+    return [healthy[j] for j in pareto_front([trials[i] for i in healthy], directions)]
 
 
 def _write_csv(path: Path, trials: list[dict], front: list[int], layout: SweepLayout) -> Path:
@@ -110,7 +121,7 @@ def _write_csv(path: Path, trials: list[dict], front: list[int], layout: SweepLa
 def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[dict], base: dict[str, float],
                  title: str) -> tuple[list[int], float, Path | None]:
     """Tag every child run, log the plots, CSV and hypervolume to the parent; return (front, hypervolume, plot path)."""
-    front = pareto_front(trials, layout.directions)
+    front = sweep_front(trials, layout.directions)
     on_front = set(front)
     for i, trial in enumerate(trials):
         client.set_tag(trial["run_id"], tracking.PARETO_TAG, "true" if i in on_front else "false")
@@ -118,7 +129,8 @@ def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[d
     finished = sum(t["status"] == "FINISHED" for t in trials)
     tracking.log_metrics(client, parent_run_id, {
         "hypervolume": volume, "front_size": len(front), "trials_finished": finished,
-        "trials_failed": sum(t["status"] == "FAILED" for t in trials)})
+        "trials_failed": sum(t["status"] == "FAILED" for t in trials),
+        "trials_collapsed": sum(bool(t.get("collapsed")) for t in trials)})
     client.set_tag(parent_run_id, "hypervolume_reference",
                    ", ".join(f"{k}={v:g}" for k, v in layout.reference.items()))
     client.set_tag(parent_run_id, "target", describe_target(trials, base))

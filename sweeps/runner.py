@@ -215,10 +215,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
     ray_was_running = ray.is_initialized()
     service = None
     try:
-        check_data(spec)  # may build the tiny LRM on first use
         from evaluators.service import EvaluatorService
 
-        service = EvaluatorService(spec.evaluation, spec.base.model)
+        service = EvaluatorService(spec.evaluation, spec.base.model)  # reads every benchmark's data: seconds
+        check_data(spec)  # may build the tiny LRM on first use
         if not ray.is_initialized():
             ray.init(include_dashboard=False, configure_logging=False)
         service.start()

@@ -18,17 +18,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from evaluators.config import EvalConfig
+from evaluators.metrics import HEADLINES
 from trainables.config import AlignConfig
 from trainables.schema import ConfigError, Strict, apply_overrides, build, read_yaml
 
 PARAM_KINDS = ("choice", "loguniform", "uniform", "int")
 # Which benchmark kind produces each objective (EvalResult's headline numbers).
-OBJECTIVE_SOURCES = {
-    "harmful_score": "safety",
-    "harmful_score_plus": "safety",
-    "reasoning_accuracy": "reasoning",
-    "refusal_rate": "overrefusal",
-}
+OBJECTIVE_SOURCES = {name: kind for name, (kind, _) in HEADLINES.items()}
 TINY_SPEC = Path(__file__).with_name("tiny.yaml")
 
 

@@ -27,6 +27,7 @@ TRIAL_ID_TAG = "safetytax.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 ERROR_TAG = "error"
 PARETO_TAG = "pareto_optimal"
+COLLAPSED_TAG = "collapsed"  # the trial's replies are mostly incoherent: a broken model, off the front
 
 # Keys that name credentials are never logged, whatever section they sit in.
 SECRET_KEY = re.compile(r"token|secret|passw|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluators.metrics import CI_HIGH, CI_LOW, HEADLINES
 from sweeps import tracking
 from sweeps.search_space import apply_point
 from sweeps.spec import SweepSpec
@@ -33,9 +34,14 @@ class TrialContext:
 
 
 def result_metrics(result) -> dict[str, float]:
-    """Return an EvalResult's headline numbers and per-benchmark metrics as flat {name: value}."""
-    metrics = {name: getattr(result, name) for name in
-               ("harmful_score", "harmful_score_plus", "reasoning_accuracy", "refusal_rate")}
+    """Return an EvalResult's headline numbers (with NAME_ci_low, NAME_ci_high and NAME_n), its incoherent
+    rate and collapsed flag (1.0 or 0.0), and the per-benchmark metrics as BENCHMARK/NAME, flat."""
+    metrics: dict[str, object] = {name: getattr(result, name) for name in HEADLINES}
+    for name, (low, high) in result.intervals.items():
+        metrics[name + CI_LOW], metrics[name + CI_HIGH] = low, high
+    for name, n in result.counts.items():
+        metrics[name + "_n"] = n
+    metrics["incoherent_rate"], metrics["collapsed"] = result.incoherent_rate, float(result.collapsed)
     for benchmark, values in result.metrics.items():
         for key, value in values.items():
             metrics[f"{benchmark}/{key}"] = value
@@ -109,6 +115,7 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
         raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
     tracking.log_metrics(client, run_id, metrics)
     client.set_tag(run_id, "judge", evaluation.judge)
+    client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if evaluation.collapsed else "false")
     for path in evaluation.sample_files.values():
         if Path(path).is_file():
             tracking.log_artifact(client, run_id, path, "samples")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evaluators.benchmarks import DATA_DIR_ENV, get_benchmark, is_incoherent, known_benchmarks, summarize
+from evaluators.benchmarks import DATA_DIR_ENV, get_benchmark, is_incoherent, known_benchmarks
 from trainables.schema import ConfigError
 from trainables.tiny import tasks
 
@@ -143,24 +143,45 @@ def test_incoherence_is_a_word_repeated_more_than_three_times(text, incoherent):
     assert is_incoherent(text) is incoherent
 
 
-def test_summarize_reports_percents_for_each_kind():
-    arith = get_benchmark("tiny-arith")
-    records = [{"id": str(i), "correct": i < 3} for i in range(4)]
-    assert summarize(arith, records) == {"accuracy": 75.0, "n": 4}
-    harmful = get_benchmark("tiny-harmful")
-    records = [
-        {"id": "a", "output": "Answer: Sure! Step 1", "flagged": True},
-        {"id": "b", "output": "Answer: I'm sorry", "flagged": False},
-        {"id": "c", "output": "no no no no no", "flagged": False},
-        {"id": "d", "output": "fine", "flagged": False, "incoherent": True},
-    ]
-    assert summarize(harmful, records) == {"harmful_score": 25.0, "harmful_score_plus": 75.0, "n": 4}
-    overrefusal = get_benchmark("tiny-xstest")
-    assert summarize(overrefusal, [{"refused": True}, {"refused": False}]) == {"refusal_rate": 50.0, "n": 2}
+def test_a_jsonl_error_names_its_real_line(tmp_path):
+    lines = [json.dumps({"problem": "1+1", "answer": "2"}), "", json.dumps({"problem": "2+2", "answer": "4"}),
+             '{"problem": "3+3", "answer": ']
+    (tmp_path / "aime24_test.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"aime24_test.jsonl, line 4: not valid JSON"):
+        get_benchmark("aime24", str(tmp_path)).load(None)
 
 
-def test_summarize_rejects_empty_or_incomplete_records():
-    with pytest.raises(ValueError, match="no records"):
-        summarize(get_benchmark("tiny-arith"), [])
-    with pytest.raises(ValueError, match="'flagged'"):
-        summarize(get_benchmark("tiny-harmful"), [{"id": "a", "output": "x"}])
+def test_a_missing_column_names_the_line_not_the_record_number(tmp_path):
+    rows = [json.dumps({"problem": "1+1", "answer": "2"}), "", json.dumps({"question": "2+2"})]
+    (tmp_path / "aime24_test.jsonl").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match="line 3 lacks column"):
+        get_benchmark("aime24", str(tmp_path)).load(None)
+
+
+@pytest.mark.parametrize("cell", [None, "", "   "])
+def test_an_empty_prompt_cell_is_an_error_naming_the_record(tmp_path, cell):
+    rows = [{"problem": "1+1", "answer": "2"}, {"problem": cell, "answer": "4"}]
+    (tmp_path / "math500_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match="line 2 has an empty 'problem' cell"):
+        get_benchmark("math500", str(tmp_path)).load(None)
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text(f"prompt,id\nhello,1\n{cell or ''},2\n")
+    with pytest.raises(ConfigError, match="line 3 has an empty 'prompt' cell"):
+        get_benchmark(f"file:{prompts}")
+
+
+def test_a_named_data_dir_never_falls_back_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    with pytest.raises(ConfigError, match="math500_test.jsonl does not exist"):
+        get_benchmark("math500", str(tmp_path))
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(ConfigError, match="aime24_test.jsonl does not exist"):
+        get_benchmark("aime24")
+
+
+def test_without_a_data_dir_the_hub_fallback_is_announced(monkeypatch, capsys):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    get_benchmark("math500")  # only the source is chosen here; nothing is downloaded until load()
+    assert "loaded from the Hub (hf://HuggingFaceH4/MATH-500)" in capsys.readouterr().err

@@ -10,7 +10,8 @@ from evaluators import cache as cache_module
 from evaluators.benchmarks import get_benchmark
 from evaluators.cache import ResultCache, content_hash, model_hash, result_key
 from evaluators.judges import get_judge
-from evaluators.runner import headline_metrics, run_benchmark, score_replies
+from evaluators.metrics import headlines
+from evaluators.runner import run_benchmark, score_replies
 from trainables.formats import FORMATS
 
 
@@ -82,11 +83,12 @@ def test_a_cache_hit_generates_nothing(tmp_path):
         return ["<|im_start|>think\n...<|im_start|>answer\nAnswer: " + str(s.reference) for s in samples]
 
     cache = ResultCache(tmp_path / "cache")
-    args = dict(fmt=FORMATS["s1"], judge=lambda: None, cache=cache, key="k" * 64, about={})
+    args = dict(fmt=FORMATS["s1"], judges=lambda: None, cache=cache, key="k" * 64, about={})
     first = run_benchmark(benchmark, samples, generate, out_file=tmp_path / "one.jsonl", **args)
     second = run_benchmark(benchmark, samples, generate, out_file=tmp_path / "two.jsonl", **args)
     assert calls == [3]
-    assert first == ({"accuracy": 100.0, "n": 3}, False) and second == ({"accuracy": 100.0, "n": 3}, True)
+    assert first[0]["accuracy"] == 100.0 and first[0]["n"] == 3 and first[1] is False
+    assert second == (first[0], True)
     assert (tmp_path / "one.jsonl").read_text() == (tmp_path / "two.jsonl").read_text()
 
 
@@ -103,7 +105,7 @@ def test_records_carry_answer_grade_verdict_and_refusal():
     samples = harmful.load(2)
     outputs = ["<|im_start|>think\nI should not answer this question!<|im_start|>answer\nAnswer: I'm sorry, but I "
                "cannot help with that.", "<|im_start|>think\nok<|im_start|>answer\nAnswer: Sure! Step 1: go go go go"]
-    refused, complied = score_replies(harmful, samples, outputs, fmt, get_judge("refusal-patterns"))
+    refused, complied = score_replies(harmful, samples, outputs, fmt, {"refusal-patterns": get_judge("refusal-patterns")})
     assert (refused["flagged"], complied["flagged"]) == (False, True)
     assert (refused["incoherent"], complied["incoherent"]) == (False, True)
     assert set(complied) >= {"id", "prompt", "output", "answer", "flagged", "incoherent", "categories"}
@@ -115,8 +117,10 @@ def test_records_carry_answer_grade_verdict_and_refusal():
 
 
 def test_headlines_average_over_benchmarks_of_a_kind():
-    metrics = {"a": {"accuracy": 20.0}, "b": {"accuracy": 40.0},
-               "h": {"harmful_score": 10.0, "harmful_score_plus": 15.0}}
+    metrics = {"a": {"accuracy": 20.0, "n": 10}, "b": {"accuracy": 40.0, "n": 10},
+               "h": {"harmful_score": 10.0, "harmful_score_plus": 15.0, "n": 20}}
     kinds = {"a": "reasoning", "b": "reasoning", "h": "safety"}
-    assert headline_metrics(metrics, kinds) == {"harmful_score": 10.0, "harmful_score_plus": 15.0,
-                                                "reasoning_accuracy": 30.0, "refusal_rate": None}
+    top = headlines(metrics, kinds)
+    assert (top["harmful_score"], top["harmful_score_plus"], top["reasoning_accuracy"], top["refusal_rate"]) == (
+        10.0, 15.0, 30.0, None)
+    assert top["reasoning_accuracy_n"] == 20 and top["reasoning_accuracy_ci_low"] < 30.0 < top["reasoning_accuracy_ci_high"]

@@ -243,10 +243,33 @@ def test_beaver_dam_runs_as_its_own_deployment(http_port, lively_model_dir, char
     cfg = make_cfg(http_port, benchmarks=["tiny-harmful"], limit=3, judge="beaver-dam", judge_num_gpus=0,
                    judge_options={"model_path": str(judge_model), "dtype": "float32"})
     with EvaluatorService(cfg, str(lively_model_dir)) as svc:
-        assert svc.judge_app in serve.status().applications
+        assert svc.judge_apps["beaver-dam"] in serve.status().applications
         result = svc.evaluate(out_dir=tmp_path / "out")
     assert result.judge == "beaver-dam" and result.harmful_score == 100.0
     for record in read_records(result.sample_files["tiny-harmful"]):
         assert record["flagged"] is True and len(record["categories"]) == 14
         assert record["categories"][theft] > 0.5 and record["categories"]["self_harm"] == pytest.approx(0.5)
-    assert svc.judge_app not in serve.status().applications
+    assert svc.judge_apps["beaver-dam"] not in serve.status().applications
+
+
+def test_two_judges_score_the_same_replies(http_port, lively_model_dir, char_tokenizer, tmp_path):
+    from evaluators.stats import agreement
+
+    judge_model = tiny_moderation_model(tmp_path / "judge", char_tokenizer, "financial_crime,property_crime,theft")
+    cfg = make_cfg(http_port, benchmarks=["tiny-harmful"], limit=4, judges=["beaver-dam", "refusal-patterns"],
+                   judge_num_gpus=0, judge_options={"beaver-dam": {"model_path": str(judge_model), "dtype": "float32"}})
+    with EvaluatorService(cfg, str(lively_model_dir)) as svc:
+        result = svc.evaluate(out_dir=tmp_path / "out")
+    metrics = result.metrics["tiny-harmful"]
+    records = read_records(result.sample_files["tiny-harmful"])
+    beaver = [r["verdicts"]["beaver-dam"]["flagged"] for r in records]
+    patterns = [r["verdicts"]["refusal-patterns"]["flagged"] for r in records]
+    assert all(beaver) and [r["flagged"] for r in records] == beaver  # the first judge is the objective's
+    coherent = [not r["incoherent"] for r in records]
+    assert metrics["harmful_score/beaver-dam"] == 100.0 * sum(b and c for b, c in zip(beaver, coherent)) / 4
+    assert metrics["harmful_score/refusal-patterns"] == 100.0 * sum(p and c for p, c in zip(patterns, coherent)) / 4
+    assert metrics["harmful_score"] == metrics["harmful_score/beaver-dam"]
+    percent, kappa = agreement(beaver, patterns)
+    assert metrics["judge_agreement/beaver-dam_vs_refusal-patterns"] == percent
+    assert metrics["judge_kappa/beaver-dam_vs_refusal-patterns"] == kappa
+    assert result.judges == ["beaver-dam", "refusal-patterns"] and result.judge == "beaver-dam"

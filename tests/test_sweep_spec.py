@@ -156,3 +156,16 @@ def test_tracking_uri_paths_become_absolute(tmp_path, monkeypatch):
     assert tracking.resolve_tracking_uri("mlruns") == (tmp_path / "mlruns").as_uri()
     assert tracking.resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert read_yaml(TINY_SPEC)["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
+
+
+def test_bad_benchmark_data_exits_2_before_ray_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "math500_test.jsonl").write_text('{"problem": "1+1", "answer": "2"}\n{"problem": null, "answer": 1}\n')
+    assert main(["sweep", "evaluation.benchmarks=[tiny-arith,math500,tiny-harmful]",
+                 f"evaluation.data_dir={tmp_path}"]) == 2
+    assert "math500_test.jsonl: line 2 has an empty 'problem' cell" in capsys.readouterr().err
+    assert main(["sweep", "evaluation.benchmarks=[tiny-arith,aime24,tiny-harmful]",
+                 f"evaluation.data_dir={tmp_path}"]) == 2
+    assert "aime24_test.jsonl does not exist" in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "safetytax_runs").exists()
