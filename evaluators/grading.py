@@ -1,38 +1,100 @@
-"""Answer extraction and grading: from the text after the answer marker to a right-or-wrong verdict.
+"""Answer extraction and grading: from a model's reply to a right-or-wrong verdict, as lm-eval and Qwen2.5-Math grade.
 
-The runner hands over the text after the answer marker, or None when the model never wrote one; it
-then falls back to the output's last line (`answer_region`). Extraction tries, in order: the last
-`\\boxed{X}`, the last `Answer: X` or `the answer is X`, and finally the text itself. Each benchmark
-then reads that candidate its own way: an integer (AIME, tiny-arith), a choice letter (GPQA) or a
-LaTeX expression compared with math-verify (MATH). Anything unreadable gives extracted None and
-correct False, never an exception: one malformed answer must not stop an evaluation.
+The runner hands over the text after the answer marker, or the whole reply when the model never wrote
+one (`answer_region`). Reading an answer goes from the most explicit statement to the least:
+
+1. math-verify's anchored LaTeX extraction: the last `\\boxed{}` (priority 0, as both harnesses look
+   there first), lm-eval's Minerva sentence `The final answer is $X$. I hope it is correct.`, then
+   `final answer is $X$`, `Answer: $X$` and `answer ... $X$`;
+2. the statement written by hand (`extract_answer`): the last `\\boxed{X}`, the last `the answer is X`
+   or `Answer: X`, else the last `**X**`, cleaned of delimiters, wrappers and trailing punctuation and
+   parsed as LaTeX. This reads what math-verify needs math delimiters for (`The answer is \\sqrt{2}.`,
+   `\\boxed{104.}`), as Qwen2.5-Math's `extract_answer` does;
+3. math-verify without an anchor: the last LaTeX span or number in the text.
+
+Integer benchmarks (AIME, tiny-arith) take the value read that way as an integer (`m+n=25` reads as
+25); MATH compares it with the reference through math-verify; GPQA reads the stated choice letter with
+math-verify's string extraction. Anything unreadable gives extracted None and correct False, never an
+exception: one malformed answer must not stop an evaluation.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
+from typing import Callable
 
-from math_verify import parse, verify
+import sympy
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, StringExtractionConfig, parse, verify
+
+log = logging.getLogger(__name__)
 
 CHOICE_LETTERS = "ABCD"
 
-# "Answer: X", "the answer is X", "Final answer: X"; the last one in the text wins.
-_ANSWER_PHRASE = re.compile(r"\banswer\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
-_INTEGER_ANSWER = re.compile(r"^(?:[a-zA-Z]\w*\s*=\s*)?([-+]?\d+)(?![\d.])\D*$")
+# Boxed first, as lm-eval's and Qwen2.5-Math's extractors look there first (math-verify's default is 50).
+_ANCHORED_LATEX = (LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False),)
+_ANY_MATH = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+_STATED_CHOICE = (StringExtractionConfig(strings=tuple(CHOICE_LETTERS), try_extract_without_anchor=False,
+                                         lowercase=False),)
+
 _SPECIAL_TOKEN = re.compile(r"<\|[a-z_]+\|>|</s>")
-_CHOICE_ALONE = re.compile(r"^\(?([A-D])\)?(?:[.:)]|\s*$)")
+_MINERVA = re.compile(r"final answer is:?\s*(.+?)\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL)
+# "The answer is X", "the final answer is X", "Answer: X"; the last one in the text wins.
+_ANSWER_PHRASE = re.compile(r"\banswer\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_SENTENCE_END = re.compile(r"(?<!\\)[.;!]\s")
+_LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathbf|mathrm|textrm|mathit|textit|emph)\s*\{([^{}]*)\}")
+_MATH_DELIMITER = re.compile(r"\$+|\\[()\[\]]")
+_WRAPPER_OPEN = re.compile(r"\\(?:text|textbf|mathbf|mathrm|textrm|boldsymbol|bm)\s*\{")
+# One math span: $$…$$, $…$ (an escaped \\$ is a dollar sign inside it), \\(…\\) or \\[…\\].
+_MATH_SPAN = re.compile(r"\$\$([^$]+)\$\$|\$((?:\\\$|[^$])+?)(?<!\\)\$|\\\(((?:(?!\\\)).)+)\\\)|\\\[((?:(?!\\\]).)+)\\\]",
+                        re.DOTALL)
+_SPAN_LIST = re.compile(r"\s*(?:,?\s*(?:and|or)\b|,)\s*(?:\$|\\\()")
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+# Content that is mathematics, not words: a wrapper around it is formatting ("\textbf{25}").
+_MATH_CONTENT = re.compile(r"[\\\d^_=+*/<>-]")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_DIGITS_ONLY = re.compile(r"[\s(]*([-+]?\d+)(?:\.0*)?[\s).]*")
 _CHOICE_IN_PARENS = re.compile(r"\(([A-D])\)")
-_CHOICE_WITH_PAREN = re.compile(r"(?:^|\s)([A-D])\)")
+_CHOICE_ALONE = re.compile(r"^\(?([A-D])\)?(?:[.:)]|\s*$)")
 
 
 def answer_region(output: str, answer: str | None) -> str:
-    """Return the text to grade: the part after the answer marker, else the output's last non-empty line."""
-    if answer is not None:
-        return answer
-    lines = [line for line in output.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    """Return the text to grade: the part after the answer marker, else the whole output."""
+    return output if answer is None else answer
+
+
+def _never_raises(grade: Callable[[object, str | None], dict]) -> Callable[[object, str | None], dict]:
+    # A reply that trips sympy or math-verify in a way they do not catch is an unreadable answer.
+    @functools.wraps(grade)
+    def guarded(reference: object, text: str | None) -> dict:
+        try:
+            return grade(reference, text)
+        except Exception:  # noqa: BLE001 - any failure to read one reply grades that reply wrong
+            log.warning("could not grade a reply against %r; graded wrong", reference, exc_info=True)
+            return {"extracted": None, "correct": False}
+
+    return guarded
+
+
+def _prepared(text: object) -> str | None:
+    # An end-of-turn token left in by the decoder is not part of the answer.
+    if text is None:
+        return None
+    text = _SPECIAL_TOKEN.sub("\n", str(text))
+    return text if text.strip() else None
+
+
+def _closing_brace(text: str, open_at: int) -> int | None:
+    # Index of the brace that closes the one at `open_at`, or None when the text stops first.
+    depth = 0
+    for i in range(open_at, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    return None
 
 
 def last_boxed(text: str) -> str | None:
@@ -41,80 +103,61 @@ def last_boxed(text: str) -> str | None:
     if start < 0:
         return None
     open_at = text.find("{", start)
-    if open_at < 0:
+    if open_at < 0 or text[start:open_at].strip() not in ("\\boxed", "\\fbox"):
         return None
-    depth = 0
-    for i in range(open_at, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[open_at + 1:i].strip()
-    return None  # unbalanced: the model stopped mid-answer
+    close_at = _closing_brace(text, open_at)
+    return None if close_at is None else text[open_at + 1:close_at].strip()  # None: the model stopped mid-answer
 
 
 def _clean(candidate: str) -> str:
-    # Drop the wrappers models put around a final answer: math delimiters, bold, a closing period.
-    candidate = candidate.strip().strip("*").strip()
-    for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if candidate.startswith(left) and candidate.endswith(right) and len(candidate) >= len(left) + len(right):
-            candidate = candidate[len(left):len(candidate) - len(right)].strip()
-    return candidate.rstrip(".").strip()
+    # Drop what models put around a final answer: bold, one enclosing math span, a closing period.
+    while True:
+        before = candidate
+        candidate = candidate.strip().strip("*").strip().rstrip(".,;!").strip()
+        span = _MATH_SPAN.fullmatch(candidate)
+        if span:
+            candidate = _span_content(span)
+        if candidate == before:
+            return candidate
+
+
+def _unwrapped(candidate: str) -> str:
+    # "\\mathbf{127}" and "\\text{p - q}" state 127 and p - q; "\\text{Evelyn}" stays text for math-verify.
+    while True:
+        candidate = candidate.strip()
+        wrapper = _WRAPPER_OPEN.match(candidate)
+        if not wrapper or _closing_brace(candidate, wrapper.end() - 1) != len(candidate) - 1:
+            return candidate
+        content = candidate[wrapper.end():-1]
+        if not _MATH_CONTENT.search(content):
+            return candidate
+        candidate = content
+
+
+def _first_sentence(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    end = _SENTENCE_END.search(line + " ")
+    return line[:end.start()] if end else line
 
 
 def extract_answer(text: str | None) -> str | None:
-    """Return the final-answer candidate in `text` (boxed, `Answer:`, 'the answer is', else the text), or None."""
+    """Return the stated final answer in `text` (Minerva sentence, boxed, `the answer is`, `Answer:`, bold), or None."""
+    text = _prepared(text)
     if text is None:
         return None
-    text = _SPECIAL_TOKEN.sub(" ", text)  # an end-of-turn token left in by the decoder is not part of the answer
-    if not text.strip():
-        return None
+    minerva = list(_MINERVA.finditer(text))
+    if minerva:
+        return _clean(minerva[-1].group(1)) or None
     boxed = last_boxed(text)
-    if boxed:  # an empty \boxed{} is an echo of the instruction, not an answer
-        return boxed
-    matches = list(_ANSWER_PHRASE.finditer(text))
-    if matches:
-        return _clean(matches[-1].group(1).splitlines()[0]) or None
-    return _clean(text.strip().splitlines()[-1]) or None
-
-
-def extract_integer(text: str | None) -> int | None:
-    """Return the integer answer in `text` ("025" reads as 25, "1,024" as 1024, "x = 7" as 7), or None."""
-    candidate = extract_answer(text)
-    if candidate is None:
-        return None
-    candidate = re.sub(r"(?<=\d),(?=\d{3})", "", candidate)  # thousands separators
-    candidate = re.sub(r"(?<=\d)\.0+\b", "", candidate)  # "25.0" is the integer 25
-    # The answer must lead ("25 minutes" is fine); "12 + 13 = 25", "2.5" or "Step 1: ..." is not one integer.
-    found = _INTEGER_ANSWER.match(candidate)
-    return int(found.group(1)) if found else None
-
-
-def extract_choice(text: str | None) -> str | None:
-    """Return the choice letter A-D in `text`: `(B)`, `B)`, `Answer: B`, `\\boxed{B}` or a bare `B`; else None."""
-    if text is None or not text.strip():
-        return None
-    candidate = extract_answer(text)
-    if candidate is not None:
-        found = _CHOICE_ALONE.match(candidate)
-        if found:
-            return found.group(1)
-    for pattern in (_CHOICE_IN_PARENS, _CHOICE_WITH_PAREN):
-        found = pattern.findall(text)
-        if found:
-            return found[-1]
+    if boxed and _clean(boxed):  # an empty \boxed{} is an echo of the instruction, not an answer
+        return _clean(boxed)
+    for pattern in (_ANSWER_PHRASE, _BOLD):
+        matches = list(pattern.finditer(text))
+        if matches:
+            stated = _clean(_first_sentence(matches[-1].group(1)))
+            if stated:
+                return stated
     return None
-
-
-def grade_integer(reference: object, text: str | None) -> dict:
-    """Return {"extracted", "correct"} comparing the integer in `text` with `reference` as integers."""
-    extracted = extract_integer(text)
-    expected = extract_integer(str(reference))
-    return {"extracted": extracted, "correct": extracted is not None and extracted == expected}
-
-
-def grade_choice(reference: object, text: str | None) -> dict:
-    """Return {"extracted", "correct"} comparing the choice letter in `text` with the reference letter."""
-    extracted = extract_choice(text)
-    return {"extracted": extracted, "correct": extracted is not None and extracted == str(reference)}
 
 
 def _math_verify_timeout() -> int | None:
@@ -130,18 +173,163 @@ def _warm_math_verify() -> None:
     parse("$1$", parsing_timeout=None)
 
 
-def grade_math(reference: object, text: str | None) -> dict:
-    """Return {"extracted", "correct"}: math-verify equivalence of the boxed or extracted answer with the reference."""
-    extracted = extract_answer(text)
-    if extracted is None:
-        return {"extracted": None, "correct": False}
+def _parse(text: str, targets: tuple) -> list:
     _warm_math_verify()
-    timeout = _math_verify_timeout()
-    gold = parse(f"${reference}$", parsing_timeout=None)  # benchmark data, not model output: no timeout needed
-    # Text with its own math delimiters ("The value is $\\frac12$") parses as is; a bare
-    # expression ("\\dfrac{1}{2}", "0.5") parses best wrapped in them.
-    as_text, wrapped = extracted, f"${extracted}$"
-    first, second = (as_text, wrapped) if "$" in extracted else (wrapped, as_text)
-    predicted = parse(first, parsing_timeout=timeout) or parse(second, parsing_timeout=timeout)
-    correct = bool(gold and predicted and verify(gold, predicted, timeout_seconds=timeout))
-    return {"extracted": extracted, "correct": correct}
+    return parse(text, list(targets), parsing_timeout=_math_verify_timeout())
+
+
+def _parsed(found: list) -> bool:
+    return bool(found) and not isinstance(found[0], str)
+
+
+def _span_content(span: re.Match) -> str:
+    return next(group for group in span.groups() if group is not None)
+
+
+def _stated_math(stated: str) -> str:
+    # An answer that opens with a math span is that span ("$x = 5$, since $y = 2$" states x = 5) unless
+    # a list of spans follows ("$1$ and $2$"); a bare expression ("\\dfrac{1}{2}") parses best wrapped.
+    span = _MATH_SPAN.match(stated)
+    if span and not _SPAN_LIST.match(stated, span.end()):
+        return f"${_unwrapped(_span_content(span))}$"
+    return stated if _UNESCAPED_DOLLAR.search(stated) else f"${_unwrapped(stated)}$"
+
+
+def read_math(text: str | None) -> list:
+    """Return math-verify's reading of the final answer in `text` ([value, as written]), or [] when there is none."""
+    text = _prepared(text)
+    if text is None:
+        return []
+    stated = extract_answer(text)
+    if stated is not None:
+        found = _parse(_stated_math(stated), _ANY_MATH)
+        if _parsed(found):
+            return found
+    for targets in (_ANCHORED_LATEX, _ANY_MATH):
+        found = _parse(text, targets)
+        if _parsed(found):
+            return found
+    return [stated] if stated else []
+
+
+def extract_math(text: str | None) -> str | None:
+    """Return the final answer in `text` as written (normalised by math-verify), or None."""
+    found = read_math(text)
+    return found[-1] if found else None
+
+
+def _as_integer(value: object) -> int | None:
+    # "m+n=25" states 25; "\text{(113) }" reads as a symbol named 113; "25.0" is the integer 25.
+    if isinstance(value, sympy.core.relational.Relational):
+        value = value.rhs
+    if isinstance(value, sympy.Basic) and value.is_number:
+        try:
+            return int(value) if value == sympy.Integer(int(value)) else None
+        except (TypeError, ValueError, OverflowError):
+            return None
+    found = _DIGITS_ONLY.fullmatch(str(value))
+    return int(found.group(1)) if found else None
+
+
+def extract_integer(text: str | None) -> int | None:
+    """Return the integer answer in `text` ("025" reads as 25, "1,024" as 1024, "x = 7" as 7), or None."""
+    text = _prepared(text)
+    if text is None:
+        return None
+    for value in read_math(_THOUSANDS.sub("", text)):
+        as_int = _as_integer(value)
+        if as_int is not None:
+            return as_int
+    return None
+
+
+def _flatten_choice_marks(text: str) -> str:
+    # "\boxed{\text{B}}", "$B$", "\textbf{(B)}", "(B)" all state the letter B; math-verify's string
+    # extraction reads a letter between spaces, so reduce each to one.
+    while True:
+        unwrapped = _LATEX_WRAPPER.sub(r"\1", text)
+        if unwrapped == text:
+            break
+        text = unwrapped
+    text = re.sub(r"\\boxed\s*\{([^{}]*)\}", r" \1 ", text)
+    text = _MATH_DELIMITER.sub(" ", text)
+    return _CHOICE_IN_PARENS.sub(r" \1 ", text)
+
+
+def extract_choice(text: str | None) -> str | None:
+    """Return the stated choice letter A-D in `text` (boxed, `The answer is B`, `Answer: (B)`, a bare `B`), or None.
+
+    A letter after an answer statement wins over letters elsewhere (`The answer is B because (A) is
+    wrong.` is B); only a reply that states none falls back to its last parenthesised letter.
+    """
+    text = _prepared(text)
+    if text is None:
+        return None
+    boxed = last_boxed(text)
+    if boxed:
+        alone = _CHOICE_ALONE.match(_flatten_choice_marks(boxed).strip())
+        if alone:
+            return alone.group(1)
+    flat = _flatten_choice_marks(text)
+    stated = _parse(flat, _STATED_CHOICE)
+    if stated:
+        return str(stated[0]).upper()
+    alone = _CHOICE_ALONE.match(flat.strip()) or _CHOICE_ALONE.match(text.strip())
+    if alone:
+        return alone.group(1)
+    in_parens = _CHOICE_IN_PARENS.findall(text)
+    return in_parens[-1] if in_parens else None
+
+
+@_never_raises
+def grade_integer(reference: object, text: str | None) -> dict:
+    """Return {"extracted", "correct"} comparing the integer in `text` with `reference` as integers."""
+    extracted = extract_integer(text)
+    expected = _reference_integer(str(reference))
+    return {"extracted": extracted, "correct": extracted is not None and extracted == expected}
+
+
+@functools.lru_cache(maxsize=4096)
+def _reference_integer(reference: str) -> int | None:
+    found = _DIGITS_ONLY.fullmatch(reference.strip())
+    return int(found.group(1)) if found else extract_integer(reference)
+
+
+@_never_raises
+def grade_choice(reference: object, text: str | None) -> dict:
+    """Return {"extracted", "correct"} comparing the choice letter in `text` with the reference letter."""
+    extracted = extract_choice(text)
+    return {"extracted": extracted, "correct": extracted is not None and extracted == str(reference).strip()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _gold(reference: str) -> tuple:
+    # Benchmark data, not model output: parsed once per reference, without a timeout.
+    _warm_math_verify()
+    return tuple(parse(f"${reference}$", parsing_timeout=None))
+
+
+def _equivalent(reference: str, predicted: tuple) -> bool:
+    gold = list(_gold(reference))
+    return bool(gold) and bool(verify(gold, list(predicted), timeout_seconds=_math_verify_timeout()))
+
+
+# sympy's simplify dominates grading time, and replies repeat answers (a sweep grades the same
+# benchmark in every trial), so each (reference, reading) pair is verified once.
+_equivalent_cached = functools.lru_cache(maxsize=16384)(_equivalent)
+
+
+def _verdict(reference: str, predicted: list) -> bool:
+    try:
+        return _equivalent_cached(reference, tuple(predicted))
+    except TypeError:  # a mutable reading (a sympy Matrix) cannot be a cache key
+        return _equivalent(reference, tuple(predicted))
+
+
+@_never_raises
+def grade_math(reference: object, text: str | None) -> dict:
+    """Return {"extracted", "correct"}: math-verify equivalence of the answer read from `text` with the reference."""
+    predicted = read_math(text)
+    if not predicted:
+        return {"extracted": None, "correct": False}
+    return {"extracted": predicted[-1], "correct": _verdict(str(reference), predicted)}

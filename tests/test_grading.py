@@ -13,6 +13,9 @@ from evaluators.grading import (
     extract_answer,
     extract_choice,
     extract_integer,
+    extract_math,
+    grade_choice,
+    grade_integer,
     grade_math,
     last_boxed,
 )
@@ -26,7 +29,11 @@ from evaluators.grading import (
         ("The final answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
         ("Answer: 3\nwait, no.\nAnswer: 5", "5"),
         ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
-        ("17", "17"),
+        ("Final Answer: The final answer is $25$. I hope it is correct.", "25"),
+        ("\\boxed{3} at first, then \\boxed{4} after checking.", "4"),
+        ("Putting it together: **\\sqrt{2}**", "\\sqrt{2}"),
+        ("\\boxed{104.}", "104"),
+        ("17", None),  # no statement: math-verify reads the bare text (see extract_math)
         ("", None),
         (None, None),
     ],
@@ -39,10 +46,28 @@ def test_unbalanced_boxed_is_not_an_answer():
     assert last_boxed("the answer is \\boxed{\\frac{1}{2") is None
 
 
-def test_answer_region_falls_back_to_the_last_line_without_a_marker():
-    assert answer_region("thinking...\n2+3=5\nAnswer: 5\n\n", None) == "Answer: 5"
+def test_answer_region_is_the_whole_reply_without_a_marker():
+    # Without a marker the last line may be "\\end{align*}" or prose; the answer can be anywhere.
+    reply = "thinking...\n$$x = \\boxed{5}$$\n\\end{align*}\n"
+    assert answer_region(reply, None) == reply
+    assert grade_math("5", answer_region(reply, None))["correct"] is True
     assert answer_region("ignored", "Answer: 7") == "Answer: 7"
     assert answer_region("", None) == ""
+
+
+@pytest.mark.parametrize(
+    "text, extracted",
+    [
+        ("17", "17"),
+        ("so we get $\\frac{3}{4}$.", "\\frac{3}{4}"),
+        ("Since $x=2$, it is $\\sqrt{2}$.", "\\sqrt{2}"),
+        ("The answer is $x = 5$, since $y = 2$.", "x = 5"),  # a stated span, not the reason after it
+        ("no answer here", None),
+        (None, None),
+    ],
+)
+def test_extract_math_reads_the_stated_or_else_the_last_expression(text, extracted):
+    assert extract_math(text) == extracted
 
 
 def test_tiny_arith_grades_the_tiny_models_answer_format():
@@ -50,7 +75,7 @@ def test_tiny_arith_grades_the_tiny_models_answer_format():
     sample = arith.load(1)[0]
     assert arith.grade(sample, f"Answer: {sample.reference}") == {"extracted": sample.reference, "correct": True}
     assert arith.grade(sample, f"Answer: {sample.reference + 1}")["correct"] is False
-    assert arith.grade(sample, "Answer: Sure! Step 1: get the tools.") == {"extracted": None, "correct": False}
+    assert arith.grade(sample, "Answer: Sure! Step 1: get the tools.")["correct"] is False
     assert arith.grade(sample, None) == {"extracted": None, "correct": False}
 
 
@@ -62,9 +87,21 @@ def test_tiny_arith_grades_the_tiny_models_answer_format():
         ("The answer is $\\boxed{025}$.", 25, True),
         ("\\boxed{25.0}", 25, True),
         ("Answer: 24", 24, False),
-        ("Answer: 12 + 13 = 25", None, False),  # working, not one integer
+        ("Answer: 12 + 13 = 25", 25, True),  # the last step of a computation states the answer
+        ("The answer is $25$.", 25, True),
+        ("Final Answer: The final answer is $25$. I hope it is correct.", 25, True),
+        ("\\boxed{104.}", 104, False),
+        ("\\boxed{\\mathbf{25}}", 25, True),
+        ("\\boxed{\\text{25}}", 25, True),
+        ("\\boxed{\\textbf{(025) }}", 25, True),
+        ("\\(25\\)", 25, True),
+        ("\\boxed{m+n=25}", 25, True),
+        ("**25**", 25, True),
+        ("so m + n = 25", 25, True),
+        ("\\boxed{25} is wrong; it is \\boxed{24}", 24, False),  # the last box wins
         ("Answer: twenty-five", None, False),
         ("Answer: 2.5", None, False),
+        ("Answer: \\frac{1}{2}", None, False),
     ],
 )
 def test_aime_compares_integers(text, extracted, correct, tmp_path):
@@ -115,6 +152,13 @@ def test_math_tuple_answer_and_malformed_answer():
         ("B) because the enthalpy falls", "B"),
         ("The answer is (C).", "C"),
         ("\\boxed{D}", "D"),
+        ("The answer is B because (A) is wrong.", "B"),  # the stated choice, not the last parenthesised one
+        ("The answer is $B$.", "B"),
+        ("\\boxed{\\text{B}}", "B"),
+        ("\\textbf{Answer: (C)}", "C"),
+        ("Final Answer: The final answer is $D$. I hope it is correct.", "D"),
+        ("(A) fails and (D) fails, so the answer is **C**.", "C"),
+        ("Checking: (A) fails, (C) fits.", "C"),  # nothing stated: lm-eval's last parenthesised letter
         ("A", "A"),
         ("A farmer would say otherwise.", None),
         ("Answer: none of them", None),
@@ -166,10 +210,25 @@ def test_an_echoed_empty_boxed_does_not_hide_the_answer():
     assert extract_answer("I will put it in \\boxed{}.\nAnswer: 12") == "12"
 
 
+@pytest.mark.parametrize(
+    "grade, reference",
+    [(grade_math, "\\frac{1}{2}"), (grade_integer, "25"), (grade_choice, "B")],
+)
+@pytest.mark.parametrize(
+    "text",
+    ["\\boxed{", "\\boxed{\\frac{1}{", "$$$", "Answer: \\left(", "\\begin{pmatrix} 1 & 2", "}}}{{{", "\x00\ufffd", 42,
+     "\\boxed{" * 200, "Answer: " + "(" * 500],
+)
+def test_unreadable_replies_grade_wrong_without_raising(grade, reference, text):
+    result = grade(reference, text)
+    assert result["correct"] is False
+    assert set(result) == {"extracted", "correct"}
+
+
 def test_math_grading_works_off_the_main_thread():
     # Serve replicas and Ray workers may grade on a worker thread, where signal-based timeouts fail.
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:
         result = pool.submit(grade_math, "\\frac{1}{2}", "\\boxed{0.5}").result()
-    assert result == {"extracted": "0.5", "correct": True}
+    assert result["correct"] is True
