@@ -37,12 +37,9 @@ from evaluators.dispatch import (  # noqa: F401 - the errors are part of the ser
     http_pool,
 )
 from evaluators.generation import Completion, ReplyPlanner
-from evaluators.judges import get_judge, known_judges
+from evaluators.judges import get_judge, judge_entry
 from evaluators.runner import EvalResult, headline_metrics, run_benchmark
 from trainables.schema import ConfigError
-
-SERVED_JUDGES = ("beaver-dam", "llama-guard")  # judges that run in Serve; the rest run in the caller
-
 
 def resolve_model(model: str) -> str:
     """Return a loadable model source (a local folder or a cached hub id), or raise ConfigError naming it."""
@@ -95,10 +92,7 @@ class EvaluatorService:
         # Fail on bad input now, before Ray starts or a model loads.
         for name in cfg.benchmarks:
             get_benchmark(name, _data_dir(cfg))
-        if cfg.judge not in known_judges():
-            raise ConfigError(f"unknown judge {cfg.judge!r}; known: {', '.join(known_judges())}")
-        if cfg.judge == "llama-guard" and "model_path" not in cfg.judge_options:
-            raise ConfigError("judge llama-guard needs judge_options.model_path (a Llama Guard model to serve)")
+        judge_entry(cfg.judge).check_options(cfg.judge_options)
         if not base_model.startswith("tiny://"):
             resolve_model(base_model)
         self.base_source: str | None = None  # resolved in start(): tiny:// may build the tiny LRM
@@ -131,7 +125,7 @@ class EvaluatorService:
         try:
             serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})
             self._deploy_generator(base_source, self.app_name)
-            if self.cfg.judge in SERVED_JUDGES:
+            if judge_entry(self.cfg.judge).served:
                 self._deploy_judge()
         except BaseException:
             self.shutdown()  # a failed start leaves no apps behind, nor a Ray this service started
@@ -170,14 +164,11 @@ class EvaluatorService:
 
     def _deploy_judge(self) -> None:
         self.judge_app = f"{self.prefix}-judge"
-        if self.cfg.judge == "llama-guard":
-            self._deploy_generator(resolve_model(self.cfg.judge_options["model_path"]), self.judge_app)
+        entry = judge_entry(self.cfg.judge)
+        if entry.hosting == "generator":
+            self._deploy_generator(resolve_model(entry.model(self.cfg.judge_options)), self.judge_app)
             return
-        from evaluators.beaver_dam import beaver_dam_deployment_options
-
-        options = beaver_dam_deployment_options(num_gpus=self.cfg.judge_num_gpus,
-                                                num_cpus=self.cfg.num_cpus_per_replica)
-        app = JudgeServer.options(**options).bind(self.cfg.judge, self.cfg.judge_options)
+        app = JudgeServer.options(**entry.deployment(self.cfg)).bind(self.cfg.judge, self.cfg.judge_options)
         serve.run(app, name=self.judge_app, route_prefix=f"/{self.judge_app}")
 
     # ---- evaluation -----------------------------------------------------------------------------
@@ -285,11 +276,12 @@ class EvaluatorService:
     def _judge(self):
         """Return the judge: built here for CPU judges, a proxy to the served judge otherwise."""
         cfg = self.cfg
-        if cfg.judge == "beaver-dam":
+        entry = judge_entry(cfg.judge)
+        if entry.hosting == "serve":
             return _ServedJudge(self.judge_app, cfg)
-        if cfg.judge == "llama-guard":
-            source = resolve_model(cfg.judge_options["model_path"])
-            return get_judge("llama-guard", generate=lambda chats: self._guard_replies(source, chats))
+        if entry.hosting == "generator":
+            source = resolve_model(entry.model(cfg.judge_options))
+            return get_judge(cfg.judge, generate=lambda chats: self._guard_replies(source, chats))
         return get_judge(cfg.judge, **cfg.judge_options)
 
     def _guard_replies(self, source: str, chats: list[list[dict]]) -> list[str]:
