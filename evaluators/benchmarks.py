@@ -15,11 +15,11 @@ import csv
 import json
 import os
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+from evaluators.coherence import is_incoherent  # its home; runner.py still imports it from here
 from evaluators.grading import CHOICE_LETTERS, grade_choice, grade_integer, grade_math
 from trainables.schema import ConfigError
 from trainables.tiny import tasks
@@ -312,20 +312,6 @@ def get_benchmark(name: str, data_dir: str | None = None) -> Benchmark:
 
 
 # ---- scores ---------------------------------------------------------------------------------
-
-_WORD = re.compile(r"\w+")
-REPEAT_LIMIT = 3  # the paper: a word repeated more than 3 times in a row is incoherent
-
-
-def is_incoherent(text: str) -> bool:
-    """Return True when one word occurs more than 3 times in a row (the paper's HS+ criterion)."""
-    run, previous = 0, None
-    for word in _WORD.findall(text.lower()):
-        run = run + 1 if word == previous else 1
-        if run > REPEAT_LIMIT:
-            return True
-        previous = word
-    return False
 
 
 def _percent(flags: list[bool]) -> float:
