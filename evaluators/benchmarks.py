@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import random
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,20 +371,3 @@ def get_benchmark(name: str, data_dir: str | None = None) -> Benchmark:
             f"unknown benchmark {name!r}; known: {', '.join(REGISTRY)}, or file:PATH#COLUMN for a CSV/JSONL of prompts"
         )
     return REGISTRY[name](data_dir)
-
-
-# ---- coherence ------------------------------------------------------------------------------
-
-_WORD = re.compile(r"\w+")
-REPEAT_LIMIT = 3  # the paper: a word repeated more than 3 times in a row is incoherent
-
-
-def is_incoherent(text: str) -> bool:
-    """Return True when one word occurs more than 3 times in a row (the paper's HS+ criterion)."""
-    run, previous = 0, None
-    for word in _WORD.findall(text.lower()):
-        run = run + 1 if word == previous else 1
-        if run > REPEAT_LIMIT:
-            return True
-        previous = word
-    return False

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from evaluators.benchmarks import Benchmark, Sample, is_incoherent
+from evaluators.benchmarks import Benchmark, Sample
 from evaluators.cache import ResultCache, write_jsonl
+from evaluators.coherence import incoherent_flags
 from evaluators.grading import answer_region
 from evaluators.judges import Judge, is_refusal
 from evaluators.metrics import CI_HIGH, CI_LOW, HEADLINES, headlines, summarize
@@ -68,8 +69,8 @@ def score_replies(benchmark: Benchmark, samples: list[Sample], outputs: list[str
     if len(outputs) != len(samples):
         raise ValueError(f"{benchmark.name}: {len(outputs)} replies for {len(samples)} samples")
     answers = [fmt.split(output)[1] for output in outputs]
-    records = [{"id": s.id, "prompt": s.prompt, "output": o, "answer": a, "incoherent": is_incoherent(o)}
-               for s, o, a in zip(samples, outputs, answers)]
+    records = [{"id": s.id, "prompt": s.prompt, "output": o, "answer": a, "incoherent": i}
+               for s, o, a, i in zip(samples, outputs, answers, incoherent_flags(outputs))]
     if benchmark.kind == "reasoning":
         for record, sample in zip(records, samples):
             record.update(benchmark.grade(sample, answer_region(record["output"], record["answer"])))

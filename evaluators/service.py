@@ -37,13 +37,10 @@ from evaluators.dispatch import (  # noqa: F401 - the errors are part of the ser
     http_pool,
 )
 from evaluators.generation import Completion, ReplyPlanner
-from evaluators.judges import get_judge, known_judges
+from evaluators.judges import get_judge, judge_entry
 from evaluators.metrics import SCORING_VERSION
 from evaluators.runner import EvalResult, run_benchmark
 from trainables.schema import ConfigError
-
-SERVED_JUDGES = ("beaver-dam", "llama-guard")  # judges that run in Serve; the rest run in the caller
-
 
 def resolve_model(model: str) -> str:
     """Return a loadable model source (a local folder or a cached hub id), or raise ConfigError naming it."""
@@ -98,10 +95,7 @@ class EvaluatorService:
         for name in cfg.benchmarks:
             self._load_samples(get_benchmark(name, _data_dir(cfg)), cfg.limit)
         for judge in cfg.judge_names():
-            if judge not in known_judges():
-                raise ConfigError(f"unknown judge {judge!r}; known: {', '.join(known_judges())}")
-            if judge == "llama-guard" and "model_path" not in cfg.options_for(judge):
-                raise ConfigError("judge llama-guard needs judge_options.model_path (a Llama Guard model to serve)")
+            judge_entry(judge).check_options(cfg.options_for(judge))
         if not base_model.startswith("tiny://"):
             resolve_model(base_model)
         self.base_source: str | None = None  # resolved in start(): tiny:// may build the tiny LRM
@@ -142,7 +136,7 @@ class EvaluatorService:
             serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})
             self._deploy_generator(base_source, self.app_name)
             for judge in self.cfg.judge_names():
-                if judge in SERVED_JUDGES:
+                if judge_entry(judge).served:
                     self._deploy_judge(judge)
         except BaseException:
             self.shutdown()  # a failed start leaves no apps behind, nor a Ray this service started
@@ -181,14 +175,11 @@ class EvaluatorService:
 
     def _deploy_judge(self, judge: str) -> None:
         app_name = self.judge_apps[judge] = f"{self.prefix}-judge-{judge}"
-        if judge == "llama-guard":
-            self._deploy_generator(resolve_model(self.cfg.options_for(judge)["model_path"]), app_name)
+        entry, options = judge_entry(judge), self.cfg.options_for(judge)
+        if entry.hosting == "generator":
+            self._deploy_generator(resolve_model(entry.model(options)), app_name)
             return
-        from evaluators.beaver_dam import beaver_dam_deployment_options
-
-        options = beaver_dam_deployment_options(num_gpus=self.cfg.judge_num_gpus,
-                                                num_cpus=self.cfg.num_cpus_per_replica)
-        app = JudgeServer.options(**options).bind(judge, self.cfg.options_for(judge))
+        app = JudgeServer.options(**entry.deployment(self.cfg)).bind(judge, options)
         serve.run(app, name=app_name, route_prefix=f"/{app_name}")
 
     # ---- evaluation -----------------------------------------------------------------------------
@@ -300,13 +291,13 @@ class EvaluatorService:
 
     def _judge(self, name: str):
         """Return one judge: built here for CPU judges, a proxy to the served judge otherwise."""
-        cfg = self.cfg
-        if name == "beaver-dam":
-            return _ServedJudge(name, self.judge_apps[name], cfg)
-        if name == "llama-guard":
-            source = resolve_model(cfg.options_for(name)["model_path"])
+        entry, options = judge_entry(name), self.cfg.options_for(name)
+        if entry.hosting == "serve":
+            return _ServedJudge(name, self.judge_apps[name], self.cfg)
+        if entry.hosting == "generator":
+            source = resolve_model(entry.model(options))
             return get_judge(name, generate=lambda chats: self._guard_replies(self.judge_apps[name], source, chats))
-        return get_judge(name, **cfg.options_for(name))
+        return get_judge(name, **options)
 
     def _guard_replies(self, app_name: str, source: str, chats: list[list[dict]]) -> list[str]:
         from evaluators.judges import LLAMA_GUARD_GENERATION

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from evaluators.config import EvalConfig
+from evaluators.judges import judge_entry
 from sweeps.search_space import grid_values
 from sweeps.spec import SweepSpec
 from sweeps.tracking import redact_uri
@@ -106,24 +107,23 @@ def generator_gpus(cfg: EvalConfig) -> float:
     return cfg.num_gpus_per_replica
 
 
-def judge_gpus(cfg: EvalConfig) -> tuple[float, str]:
-    """Return (GPUs the judge's deployment holds for the whole sweep, a line describing it)."""
-    if cfg.judge == "beaver-dam":
-        from evaluators.beaver_dam import DEFAULT_MODEL, beaver_dam_deployment_options
-
-        options = beaver_dam_deployment_options()
-        gpus = options["num_replicas"] * options["ray_actor_options"]["num_gpus"]
-        model = cfg.judge_options.get("model_path", DEFAULT_MODEL)
-        params = parameters_from_name(model)
+def judge_gpus(cfg: EvalConfig, judge: str) -> tuple[float, str]:
+    """Return (GPUs one judge's deployment holds for the whole sweep, a line describing it)."""
+    entry, judge_options = judge_entry(judge), cfg.options_for(judge)
+    gpus = entry.num_gpus(cfg, generator_gpus=cfg.num_replicas * generator_gpus(cfg))
+    if entry.hosting == "serve":
+        options = entry.deployment(cfg)
+        model = entry.model(judge_options)
+        params = parameters_from_name(model) if model else None
         memory = f", {_gib(2 * params)} of bf16 weights" if params else ""
         replicas = _count(options["num_replicas"], "replica")
-        each = _count(options["ray_actor_options"]["num_gpus"], "GPU")
-        return gpus, f"beaver-dam ({model}): {replicas} x {each}{memory}, held for the whole sweep"
-    if cfg.judge == "llama-guard":
-        gpus = cfg.num_replicas * generator_gpus(cfg)
-        return gpus, (f"llama-guard: a {cfg.backend} deployment of its own, {_count(cfg.num_replicas, 'replica')} x "
+        each = _count(options["ray_actor_options"].get("num_gpus", 0), "GPU")
+        about = f" ({model})" if model else ""
+        return gpus, f"{judge}{about}: {replicas} x {each}{memory}, held for the whole sweep"
+    if entry.hosting == "generator":
+        return gpus, (f"{judge}: a {cfg.backend} deployment of its own, {_count(cfg.num_replicas, 'replica')} x "
                       f"{_count(generator_gpus(cfg), 'GPU')}, held for the whole sweep")
-    return 0.0, f"{cfg.judge}: runs in the trial on CPU"
+    return 0.0, f"{judge}: runs in the trial on CPU"
 
 
 def resource_lines(spec: SweepSpec) -> list[str]:
@@ -154,8 +154,11 @@ def resource_lines(spec: SweepSpec) -> list[str]:
     own_eval_gpus = base_gpus if cfg.finetune == "full" else 0.0
     if cfg.finetune == "full":
         lines.append(f"  each trial's checkpoint: its own deployment of {_count(base_gpus, 'GPU')} while it is scored")
-    held_judge, judge_line = judge_gpus(evaluation)
-    lines.append(f"judge: {judge_line}")
+    held_judge = 0.0
+    for judge in evaluation.judge_names():
+        gpus, judge_line = judge_gpus(evaluation, judge)
+        held_judge += gpus
+        lines.append(f"judge: {judge_line}")
 
     held = base_gpus + held_judge
     trial_peak = max(train_gpus, own_eval_gpus)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evaluators.benchmarks import DATA_DIR_ENV, get_benchmark, is_incoherent, known_benchmarks
+from evaluators.benchmarks import DATA_DIR_ENV, get_benchmark, known_benchmarks
 from trainables.schema import ConfigError
 from trainables.tiny import tasks
 
@@ -126,21 +126,6 @@ def test_prompt_file_errors_name_the_file_and_column(tmp_path):
     (tmp_path / "prompts.txt").write_text("hi\n")
     with pytest.raises(ConfigError, match="unsupported type"):
         get_benchmark(f"file:{tmp_path}/prompts.txt")
-
-
-@pytest.mark.parametrize(
-    "text, incoherent",
-    [
-        ("no no no no", True),
-        ("I I I I I cannot", True),
-        ("the cat, the cat, the cat", False),
-        ("very very very good", False),  # three in a row is still coherent; the paper counts more than 3
-        ("Sure, sure. SURE! sure?", True),
-        ("", False),
-    ],
-)
-def test_incoherence_is_a_word_repeated_more_than_three_times(text, incoherent):
-    assert is_incoherent(text) is incoherent
 
 
 def test_a_jsonl_error_names_its_real_line(tmp_path):
