@@ -157,7 +157,14 @@ def front_line(trials: Sequence[Mapping[str, Any]], front: Sequence[int], object
     return sort_front(trials, healthy, {x: objectives[x], y: objectives[y]})
 
 
+def line_colour(trials: Sequence[Mapping[str, Any]], objectives: Directions) -> str:
+    """Return the front line's colour: red, or a dark grey that no group colour is mistaken for."""
+    grouped = len(group_colours([trials[i] for i in _shown(trials, objectives)])) > 1
+    return FRONT_LINE_DARK if grouped else FRONT_RED
+
+
 def in_panel(points: Sequence[Mapping[str, Any]], x: str, y: str) -> list[Mapping[str, Any]]:
+    """Return the points holding a number for both of a panel's objectives."""
     return [p for p in points if has_objectives(p, {x: "min", y: "min"})]
 
 
@@ -175,10 +182,12 @@ def errors(points: Sequence[Mapping[str, Any]], name: str) -> tuple[list[float],
 
 
 def axis_label(name: str) -> str:
+    """Return an objective's axis title: its unit and which way is better."""
     return LABELS.get(name, name)
 
 
 def title_line(trials: Sequence[Mapping[str, Any]], objectives: Directions, title: str) -> str:
+    """Return the plot's title: the sweep's name, how many trials are shown, collapsed and failed."""
     shown = [trials[i] for i in _shown(trials, objectives)]
     failed, collapsed = len(trials) - len(shown), sum(map(is_collapsed, shown))
     suffix = f"{len(shown)} trials" + (f", {collapsed} collapsed" if collapsed else "") + (
@@ -202,7 +211,7 @@ def inward(px: float, py: float) -> tuple[bool, bool]:
 
 
 def target_region(target: Mapping[str, float] | None, objectives: Directions, x: str,
-            y: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
+                  y: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """Return ((x from, x to), (y from, y to)) of the target region, or None without a bound on both axes."""
     if not target or x not in target or y not in target:
         return None
@@ -215,6 +224,7 @@ def target_region(target: Mapping[str, float] | None, objectives: Directions, x:
 
 
 def hover_text(trial: Mapping[str, Any], objectives: Directions) -> str:
+    """Return a point's hover text (HTML lines): its readings with intervals, its tags and its params."""
     lines = [f"trial {trial.get('trial_id', '?')}"]
     lines += [f"{name} = {format_reading(trial, name, with_n=True)}" for name in objectives if name in trial]
     lines += [f"{key} = {trial[key]}" for key in ("group", "feasible") if trial.get(key) is not None]
@@ -279,7 +289,7 @@ def _draw_panel(ax, drawn: list[Layer], line: list[Mapping[str, Any]], trials, f
                    linewidths=1.5, zorder=layer.zorder, gid=layer.entry)
     if line:
         ax.plot([t[x] for t in line], [t[y] for t in line], "-", lw=1.5, zorder=Z_LINE, gid=FRONT_LABEL,
-                color=FRONT_RED if len(group_colours(line)) == 1 else FRONT_LINE_DARK)
+                color=line_colour(trials, objectives))
     for (px, py), names in point_labels(trials, front, x, y).items():
         left, below = inward(px, py)
         ax.annotate(names, (px, py), textcoords="offset points", xytext=(-6 if left else 6, -6 if below else 6),

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.pareto import Directions
-from sweeps.plots import (AXIS_LIMITS, FRONT_LABEL, FRONT_LINE_DARK, FRONT_RED, TARGET_GREEN, Entry, Layer,
-                          axis_label, errors, front_label, front_line, grid, group_colours, hover_text, in_panel, inward,
-                          layers, legend_entries, panels, point_labels, target_region, title_line)
+from sweeps.plots import (AXIS_LIMITS, FRONT_LABEL, FRONT_LINE_DARK, TARGET_GREEN, Entry, Layer, axis_label,
+                          errors, front_label, front_line, grid, hover_text, in_panel, inward, layers, legend_entries,
+                          line_colour, panels, point_labels, target_region, title_line)
 from sweeps.readings import is_infeasible
 
 PX_PER_POINT = 1.25  # plotly sizes markers in pixels, matplotlib in points
@@ -63,6 +63,10 @@ def front_plotly(trials: Sequence[Mapping[str, Any]], front: Sequence[int], obje
     target_drawn = False
     for k, (x, y) in enumerate(pairs):
         cell = dict(row=k // cols + 1, col=k % cols + 1)
+        if line:  # first, so that the front's markers sit on top of it
+            fig.add_trace(go.Scatter(x=[t[x] for t in line], y=[t[y] for t in line], mode="lines", name=FRONT_LABEL,
+                                     legendgroup=front_label(objectives), showlegend=False,
+                                     line=dict(color=line_colour(trials, objectives)), hoverinfo="skip"), **cell)
         for layer in drawn:
             points = in_panel(layer.points, x, y)
             if not points:
@@ -73,17 +77,12 @@ def front_plotly(trials: Sequence[Mapping[str, Any]], front: Sequence[int], obje
                 error_x=_error_bars(points, x, layer.color), error_y=_error_bars(points, y, layer.color),
                 hovertext=[hover_text({"trial_id": "base model", **p} if p is base else p, objectives)
                            for p in points], hoverinfo="text"), **cell)
-        if line:
-            colour = FRONT_RED if len(group_colours(line)) == 1 else FRONT_LINE_DARK
-            fig.add_trace(go.Scatter(x=[t[x] for t in line], y=[t[y] for t in line], mode="lines", name=FRONT_LABEL,
-                                     legendgroup=front_label(objectives),
-                                     showlegend=False, line=dict(color=colour), hoverinfo="skip"), **cell)
         labels = point_labels(trials, front, x, y)
         if labels:
             sides = [inward(px, py) for px, py in labels]
             fig.add_trace(go.Scatter(
                 x=[px for px, _ in labels], y=[py for _, py in labels], mode="text", text=list(labels.values()),
-                textposition=[("bottom " if below else "top ") + ("left" if left else "right") for left, below in sides],
+                textposition=[f"{'bottom' if below else 'top'} {'left' if left else 'right'}" for left, below in sides],
                 textfont=dict(size=10), showlegend=False, hoverinfo="skip", cliponaxis=True), **cell)
         region = target_region(target, objectives, x, y)
         if region is not None:

@@ -49,7 +49,8 @@ def bar_segments(ax) -> list[tuple[tuple[float, float], tuple[float, float]]]:
     for container in ax.containers:
         if isinstance(container, ErrorbarContainer):
             for lines in container.lines[2]:
-                segments += [tuple((round(float(a), 6), round(float(b), 6)) for a, b in s) for s in lines.get_segments()]
+                segments += [tuple((round(float(a), 6), round(float(b), 6)) for a, b in segment)
+                             for segment in lines.get_segments()]
     return segments
 
 
@@ -147,7 +148,7 @@ def test_the_base_model_never_hides_a_front_point_that_ties_with_it():
     assert [96.7, 45.8] in front.get_offsets().tolist()
 
     html = front_plotly([tied], [0], SAFETY_TAX, base=BASE)
-    names = [t.name for t in html.data if t.x and t.x[0] is not None]
+    names = [t.name for t in html.data if t.mode == "markers" and t.x[0] is not None]
     assert names.index(BASE_LABEL) < names.index(FRONT_LABEL)  # drawn first, so beneath
     base_trace = next(t for t in html.data if t.name == BASE_LABEL and t.x[0] is not None)
     assert base_trace.marker.symbol[0].endswith("-open")
