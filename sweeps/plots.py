@@ -186,12 +186,14 @@ def axis_label(name: str) -> str:
     return LABELS.get(name, name)
 
 
-def title_line(trials: Sequence[Mapping[str, Any]], objectives: Directions, title: str) -> str:
-    """Return the plot's title: the sweep's name, how many trials are shown, collapsed and failed."""
+def title_line(trials: Sequence[Mapping[str, Any]], objectives: Directions, title: str,
+               base: Mapping[str, Any] | None = None) -> str:
+    """Return the plot's title: the sweep's name, how many trials are shown, collapsed and failed, what bars mean."""
     shown = [trials[i] for i in _shown(trials, objectives)]
     failed, collapsed = len(trials) - len(shown), sum(map(is_collapsed, shown))
+    bars = any(interval(p, name) for p in [*shown, *([base] if base else [])] for name in objectives)
     suffix = f"{len(shown)} trials" + (f", {collapsed} collapsed" if collapsed else "") + (
-        f", {failed} failed (not shown)" if failed else "")
+        f", {failed} failed (not shown)" if failed else "") + ("; bars: 95% intervals" if bars else "")
     return f"{title}: {suffix}" if title else suffix
 
 
@@ -262,7 +264,7 @@ def front_figure(trials: Sequence[Mapping[str, Any]], front: Sequence[int], obje
         axes[-1].legend(handles=handles, loc="center", fontsize=8, frameon=False)
     else:
         fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
-    fig.suptitle(title_line(trials, objectives, title), fontsize=10)
+    fig.suptitle(title_line(trials, objectives, title, base), fontsize=10)
     return fig
 
 

@@ -94,7 +94,7 @@ def front_plotly(trials: Sequence[Mapping[str, Any]], front: Sequence[int], obje
         fig.update_yaxes(title_text=axis_label(y), range=list(AXIS_LIMITS), **cell)
     for entry in legend_entries(trials, front, objectives, base, target_drawn):
         fig.add_trace(_legend_trace(entry))
-    fig.update_layout(title=title_line(trials, objectives, title), template="plotly_white",
+    fig.update_layout(title=title_line(trials, objectives, title, base), template="plotly_white",
                       height=520 if len(pairs) == 1 else 420 * rows, legend=dict(groupclick="togglegroup"))
     return fig
 

@@ -64,6 +64,7 @@ def test_png_draws_each_interval_on_both_axes_for_trials_and_the_base_model():
               trial("t3", 60.0, 40.0, (40.0, 77.0), (24.0, 58.0))]
     fig = front_figure(trials, [0, 1], SAFETY_TAX, base=BASE)
     segments = set(bar_segments(fig.axes[0]))
+    assert fig._suptitle.get_text().endswith("bars: 95% intervals")
     for t in [*trials, BASE]:
         x, y = t["reasoning_accuracy"], t["harmful_score"]
         assert ((t["reasoning_accuracy_ci_low"], y), (t["reasoning_accuracy_ci_high"], y)) in segments
@@ -80,7 +81,7 @@ def test_records_without_intervals_or_tags_draw_as_before():
     assert COLLAPSED_LABEL not in legend_texts(fig) and INFEASIBLE_LABEL not in legend_texts(fig)
     (line,) = [line for line in ax.lines if line.get_gid() == FRONT_LABEL]
     assert sorted(line.get_xdata()) == [60.0, 70.0]
-    assert "3 trials, 1 failed (not shown)" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text() == "3 trials, 1 failed (not shown)"
 
 
 def test_html_carries_the_error_bars_of_every_point():
