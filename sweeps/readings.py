@@ -63,9 +63,9 @@ def has_field(records: Sequence[Mapping[str, Any]], key: str) -> bool:
 
 
 def shared_count(records: Sequence[Mapping[str, Any]], name: str) -> int | None:
-    """Return the n every record with a count shares for this objective, or None when they differ or none has one."""
-    counts = {count(r, name) for r in records} - {None}
-    return counts.pop() if len(counts) == 1 else None
+    """Return the n that every record holding this objective shares, or None when they differ or one lacks it."""
+    counts = {count(r, name) for r in records if _number(r.get(name)) is not None}
+    return counts.pop() if len(counts) == 1 and None not in counts else None
 
 
 def format_reading(record: Mapping[str, Any], name: str, with_n: bool = False) -> str:

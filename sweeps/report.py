@@ -129,7 +129,8 @@ def front_table(trials: list[dict], front: list[int], directions: dict[str, str]
     on_front = set(front)
     points = trials + ([base] if base else [])
     shared = {n: shared_count(points, n) for n in directions}
-    extra = _extra_columns(trials)
+    # Every checked record carries `collapsed`; the column appears only when it has a "yes" to show.
+    extra = [key for key in _extra_columns(trials) if key != "collapsed" or any(map(is_collapsed, trials))]
     columns = ["", "trial", *(n + (f" (n={shared[n]})" if shared[n] is not None else "") for n in directions),
                *extra, *searched, "status"]
     rows = []
@@ -150,9 +151,16 @@ def front_table(trials: list[dict], front: list[int], directions: dict[str, str]
     collapsed = sum(is_collapsed(t) for t in trials)
     if collapsed:
         summary += f"; {collapsed} collapsed (mostly incoherent replies)"
+    elif has_field(trials, "collapsed"):
+        summary += "; none collapsed"
     if any(interval(p, n) for p in points for n in directions):
         summary += "; [low–high]: 95% interval"
     return "\n".join([*lines, summary])
+
+
+def _csv_reading(trial: dict, key: str):
+    value = trial.get(key, "")
+    return int(value) if key.endswith(COUNT) and value != "" else value  # MLflow stores every count as a float
 
 
 def _write_csv(path: Path, trials: list[dict], front: list[int], layout: SweepLayout) -> Path:
@@ -164,7 +172,7 @@ def _write_csv(path: Path, trials: list[dict], front: list[int], layout: SweepLa
         writer.writerow(["trial_id", "run_id", *readings, *extra, *layout.searched, "checkpoint_dir"])
         for i in front:
             t = trials[i]
-            writer.writerow([t["trial_id"], t["run_id"], *(t.get(r, "") for r in readings),
+            writer.writerow([t["trial_id"], t["run_id"], *(_csv_reading(t, r) for r in readings),
                              *(_mark(t.get(key)) for key in extra),
                              *(t["params"].get(p) for p in layout.searched), t["checkpoint_dir"]])
     return path

@@ -46,6 +46,10 @@ def store(tmp_path_factory):
             tracking.mark_failed(client, run_id, "Traceback ...\nRuntimeError: worker died")
         else:
             tracking.log_metrics(client, run_id, {"harmful_score": harmful, "reasoning_accuracy": accuracy})
+            if trial_id == "t2":  # a newer run: its readings carry n and a 95% interval
+                tracking.log_metrics(client, run_id, {"harmful_score_ci_low": 1.8, "harmful_score_ci_high": 40.4,
+                                                      "harmful_score_n": 10})
+            client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if trial_id == "t4" else "false")
             client.set_terminated(run_id, "FINISHED")
     return uri, client, spec, experiment, parent_id
 
@@ -66,9 +70,9 @@ def test_record_front_tags_runs_and_logs_artifacts(store):
     assert trials[4]["status"] == "FAILED" and trials[4]["error"] == "RuntimeError: worker died"
     assert "harmful_score" not in trials[4]
 
-    # Newer records carry intervals and tags; the CSV keeps them beside each reading.
-    trials[1].update(harmful_score_ci_low=1.8, harmful_score_ci_high=40.4, harmful_score_n=10, group="safechain",
-                     feasible=True)
+    # Intervals and the collapsed tag come from MLflow; group and feasibility are set here. The CSV keeps them all.
+    assert trials[1]["harmful_score_n"] == 10 and trials[3]["collapsed"] is True
+    trials[1].update(group="safechain", feasible=True)
     front, volume, plot = record_front(client, parent_id, layout, trials,
                                        {"harmful_score": 95.0, "reasoning_accuracy": 92.0}, title="tiny")
     assert [trials[i]["trial_id"] for i in front] == ["t1", "t2", "t3"]
@@ -104,6 +108,10 @@ def test_pareto_command_prints_the_front_and_the_plot_path(store, capsys, tmp_pa
     starred = [line.split()[1] for line in out.splitlines() if line.startswith("*")]
     assert starred == ["t1", "t2", "t3"]
     assert "base model" in out and "RuntimeError: worker died" in out
+    t2 = next(line for line in out.splitlines() if line.startswith("*") and line.split()[1] == "t2")
+    assert "10.0 [1.8–40.4] n=10" in t2
+    t4 = next(line for line in out.splitlines() if line.split()[:1] == ["t4"])
+    assert "yes" in t4.split() and "1 collapsed (mostly incoherent replies)" in out
     plot_line = next(line for line in out.splitlines() if line.startswith("plot: "))
     assert (tmp_path / plot_line[len("plot: "):].strip()).is_file()
 
@@ -165,3 +173,6 @@ def test_table_of_old_records_has_no_interval_or_tag_columns():
                                                                   "data.size", "status"]
     assert "[" not in rows["t1"] and "10.0" in rows["t1"]
     assert summary == "1 of 1 trials on the Pareto front (*)"
+    # Checked for collapse, none collapsed: no empty column, and the summary says so.
+    header, rows, summary = _table([{**trials[0], "collapsed": False}], [0], {})
+    assert "collapsed" not in " ".join(header) and summary.endswith("; none collapsed")
