@@ -176,3 +176,18 @@ def test_table_of_old_records_has_no_interval_or_tag_columns():
     # Checked for collapse, none collapsed: no empty column, and the summary says so.
     header, rows, summary = _table([{**trials[0], "collapsed": False}], [0], {})
     assert "collapsed" not in " ".join(header) and summary.endswith("; none collapsed")
+
+
+def test_progress_line_of_a_finished_trial_shows_its_intervals_and_collapse(capsys):
+    from types import SimpleNamespace
+
+    from sweeps.runner import TrialRecorder
+
+    recorder = TrialRecorder("tiny", "sqlite:///unused.db", "0", "parent", ["data.size"],
+                             {"harmful_score": "min", "reasoning_accuracy": "max"}, num_samples=2)
+    result = {"harmful_score": 70.8, "harmful_score_ci_low": 50.8, "harmful_score_ci_high": 85.1,
+              "reasoning_accuracy": 8.0, "collapsed": 1.0}
+    recorder.on_trial_complete(0, [], SimpleNamespace(trial_id="t3", config={"data.size": 60}, last_result=result))
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("[1/2] trial t3 finished: harmful_score=70.8 [50.8–85.1], reasoning_accuracy=8.0")
+    assert "(collapsed: mostly incoherent replies)" in line and "data.size=60" in line
