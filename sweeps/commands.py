@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweeps.report import describe_target
+from sweeps.report import describe_target, front_table
 from sweeps.spec import TINY_SPEC, SweepSpec, load_spec
 from trainables.schema import ConfigError
 
@@ -74,7 +74,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from sweeps.runner import run_sweep
 
     outcome = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)
-    print_front(outcome.trials, outcome.front, spec.directions(), list(spec.search_space), outcome.base)
+    print(front_table(outcome.trials, outcome.front, spec.directions(), list(spec.search_space), outcome.base))
     print(describe_target(outcome.trials, outcome.base))
     print(f"hypervolume: {outcome.hypervolume:.1f} (reference "
           + ", ".join(f"{k}={v:g}" for k, v in spec.reference_point().items()) + ")")
@@ -87,32 +87,11 @@ def sweep_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_front(trials: list[dict], front: list[int], directions: dict[str, str], searched: list[str],
-                base: dict[str, float]) -> None:
-    """Print every trial as a table, front first and marked with *, then the base model's point."""
-    on_front = set(front)
-    columns = ["", "trial", *directions, *searched, "status"]
-    rows = []
-    for i in sorted(range(len(trials)), key=lambda i: (i not in on_front, i)):
-        t = trials[i]
-        scores = [f"{t[n]:.1f}" if n in t else "-" for n in directions]
-        rows.append(["*" if i in on_front else "", t["trial_id"], *scores,
-                     *(str(t["params"].get(p)) for p in searched),
-                     t["status"] + (f": {t['error']}" if t.get("error") else "")])
-    if base:
-        rows.append(["", "base model", *(f"{base[n]:.1f}" if n in base else "-" for n in directions),
-                     *("-" for _ in searched), "reference"])
-    widths = [max(len(str(r[c])) for r in [columns, *rows]) for c in range(len(columns) - 1)]
-    for row in [columns, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1]))
-    print(f"{len(front)} of {len(trials)} trials on the Pareto front (*)")
-
-
 def pareto_command(args: argparse.Namespace) -> int:
     """Print the newest sweep's front in an experiment and the path of its plot."""
     from sweeps import tracking
     from sweeps.plots import front_png
-    from sweeps.report import PLOT_PNG, SweepLayout, base_point, sweep_front, trial_records
+    from sweeps.report import PLOT_PNG, SweepLayout, base_point, sweep_front, target_bounds, trial_records
     from trainables.schema import read_yaml
 
     defaults = read_yaml(TINY_SPEC).get("mlflow", {})
@@ -133,12 +112,12 @@ def pareto_command(args: argparse.Namespace) -> int:
     front = sweep_front(trials, layout.directions)
     base = base_point(parent.data.metrics)
     print(f"sweep run {parent.info.run_id} ({parent.info.run_name}, {parent.info.status})")
-    print_front(trials, front, layout.directions, layout.searched, base)
+    print(front_table(trials, front, layout.directions, layout.searched, base))
     print(describe_target(trials, base))
     plot = tracking.artifact_local_path(client, parent.info.run_id, PLOT_PNG)
     if plot is None or parent.info.status == "RUNNING":
         # The sweep has not logged its final plot yet: draw the current front here.
         plot = front_png(trials, front, layout.directions, Path.cwd() / f"pareto_front-{experiment}.png",
-                         base=base, title=f"{experiment} (in progress)")
+                         base=base, title=f"{experiment} (in progress)", target=target_bounds(base))
     print(f"plot: {plot}")
     return 0

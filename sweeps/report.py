@@ -15,7 +15,9 @@ from pathlib import Path
 from evaluators.metrics import CI_HIGH, CI_LOW
 from sweeps import tracking
 from sweeps.pareto import hypervolume, pareto_front
-from sweeps.plots import front_html, front_png
+from sweeps.plots import front_png
+from sweeps.plots_html import front_html
+from sweeps.readings import COUNT, format_reading, has_field, interval, is_collapsed, shared_count
 from sweeps.spec import SweepSpec
 
 PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"
@@ -91,7 +93,7 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
                   "checkpoint_dir": tags.get("checkpoint_dir", "")}
         if run.info.status == "FINISHED":
             for name in layout.directions:
-                for key in (name, name + CI_LOW, name + CI_HIGH, name + "_n"):
+                for key in (name, name + CI_LOW, name + CI_HIGH, name + COUNT):
                     if key in metrics:
                         record[key] = metrics[key]
             record["collapsed"] = tags.get(tracking.COLLAPSED_TAG) == "true"
@@ -107,13 +109,71 @@ def sweep_front(trials: list[dict], directions: dict[str, str]) -> list[int]:
     return [healthy[j] for j in pareto_front([trials[i] for i in healthy], directions)]
 
 
+def _extra_columns(trials: list[dict]) -> list[str]:
+    """Return the per-trial fields beyond the objectives that these records carry (none for old runs)."""
+    return [key for key in ("group", "feasible", "collapsed") if has_field(trials, key)]
+
+
+def _mark(value) -> str:
+    return "-" if value is None else ("yes" if value is True else "no" if value is False else str(value))
+
+
+def front_table(trials: list[dict], front: list[int], directions: dict[str, str], searched: list[str],
+                base: dict[str, float]) -> str:
+    """Return every trial as a text table, front first and marked with *, then the base model's point.
+
+    A reading shows its 95% interval as `4.2 [1.1–20.2]`; the item count goes in the column header when
+    every trial shares it, else after each reading. Group, feasibility and collapse get columns when the
+    records carry them.
+    """
+    on_front = set(front)
+    points = trials + ([base] if base else [])
+    shared = {n: shared_count(points, n) for n in directions}
+    # Every checked record carries `collapsed`; the column appears only when it has a "yes" to show.
+    extra = [key for key in _extra_columns(trials) if key != "collapsed" or any(map(is_collapsed, trials))]
+    columns = ["", "trial", *(n + (f" (n={shared[n]})" if shared[n] is not None else "") for n in directions),
+               *extra, *searched, "status"]
+    rows = []
+    for i in sorted(range(len(trials)), key=lambda i: (i not in on_front, i)):
+        t = trials[i]
+        rows.append(["*" if i in on_front else "", t["trial_id"],
+                     *(format_reading(t, n, with_n=shared[n] is None) for n in directions),
+                     *(_mark(t.get(key)) if key != "collapsed" or t.get(key) else "" for key in extra),
+                     *(str(t["params"].get(p)) for p in searched),
+                     t["status"] + (f": {t['error']}" if t.get("error") else "")])
+    if base:
+        rows.append(["", "base model", *(format_reading(base, n, with_n=shared[n] is None) for n in directions),
+                     *("-" for _ in extra), *("-" for _ in searched), "reference"])
+    widths = [max(len(str(r[c])) for r in [columns, *rows]) for c in range(len(columns) - 1)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1])
+             for row in [columns, *rows]]
+    summary = f"{len(front)} of {len(trials)} trials on the Pareto front (*)"
+    collapsed = sum(is_collapsed(t) for t in trials)
+    if collapsed:
+        summary += f"; {collapsed} collapsed (mostly incoherent replies)"
+    elif has_field(trials, "collapsed"):
+        summary += "; none collapsed"
+    if any(interval(p, n) for p in points for n in directions):
+        summary += "; [low–high]: 95% interval"
+    return "\n".join([*lines, summary])
+
+
+def _csv_reading(trial: dict, key: str):
+    value = trial.get(key, "")
+    return int(value) if key.endswith(COUNT) and value != "" else value  # MLflow stores every count as a float
+
+
 def _write_csv(path: Path, trials: list[dict], front: list[int], layout: SweepLayout) -> Path:
+    readings = [f"{n}{suffix}" for n in layout.directions for suffix in ("", CI_LOW, CI_HIGH, COUNT)
+                if suffix == "" or has_field(trials, n + suffix)]
+    extra = _extra_columns(trials)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["trial_id", "run_id", *layout.directions, *layout.searched, "checkpoint_dir"])
+        writer.writerow(["trial_id", "run_id", *readings, *extra, *layout.searched, "checkpoint_dir"])
         for i in front:
             t = trials[i]
-            writer.writerow([t["trial_id"], t["run_id"], *(t[n] for n in layout.directions),
+            writer.writerow([t["trial_id"], t["run_id"], *(_csv_reading(t, r) for r in readings),
+                             *(_mark(t.get(key)) for key in extra),
                              *(t["params"].get(p) for p in layout.searched), t["checkpoint_dir"]])
     return path
 

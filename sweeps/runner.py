@@ -19,6 +19,7 @@ import yaml
 from ray import tune
 
 from sweeps import tracking
+from sweeps.readings import format_reading
 from sweeps.report import SweepLayout, base_point, record_front, trial_records
 from sweeps.search_space import apply_point, build_searcher, check_study_storage, tune_param_space
 from sweeps.spec import SweepSpec
@@ -160,7 +161,8 @@ class TrialRecorder(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        scores = ", ".join(f"{name}={result[name]:.1f}" for name in self.directions if name in result)
+        scores = ", ".join(f"{name}={format_reading(result, name)}" for name in self.directions if name in result)
+        scores += " (collapsed: mostly incoherent replies)" if result.get("collapsed") else ""
         print(self._line(trial, f"finished: {scores}"), flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -228,7 +230,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         spec_params = tracking.flatten_params(_loggable_spec(spec))
         parent_run_id = _open_parent(client, spec, experiment_id, resume, spec_params)
         base = _evaluate_base(client, service, spec, parent_run_id)
-        print("base model: " + ", ".join(f"{o.name}={base[o.name]:.1f}" for o in spec.objectives), flush=True)
+        print("base model: " + ", ".join(f"{o.name}={format_reading(base, o.name)}" for o in spec.objectives),
+              flush=True)
 
         context = TrialContext(spec=spec, service=service, tracking_uri=tracking_uri,
                                experiment_id=experiment_id, parent_run_id=parent_run_id)

@@ -8,8 +8,8 @@ import pytest
 
 from sweeps import tracking
 from sweeps.cli import main
-from sweeps.report import (FRONT_CSV, PLOT_HTML, PLOT_PNG, SweepLayout, describe_target, in_target, record_front,
-                           trial_records)
+from sweeps.report import (FRONT_CSV, PLOT_HTML, PLOT_PNG, SweepLayout, describe_target, front_table, in_target,
+                           record_front, trial_records)
 from sweeps.runner import _loggable_spec
 from sweeps.spec import TINY_SPEC, load_spec
 
@@ -46,6 +46,10 @@ def store(tmp_path_factory):
             tracking.mark_failed(client, run_id, "Traceback ...\nRuntimeError: worker died")
         else:
             tracking.log_metrics(client, run_id, {"harmful_score": harmful, "reasoning_accuracy": accuracy})
+            if trial_id == "t2":  # a newer run: its readings carry n and a 95% interval
+                tracking.log_metrics(client, run_id, {"harmful_score_ci_low": 1.8, "harmful_score_ci_high": 40.4,
+                                                      "harmful_score_n": 10})
+            client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if trial_id == "t4" else "false")
             client.set_terminated(run_id, "FINISHED")
     return uri, client, spec, experiment, parent_id
 
@@ -66,6 +70,9 @@ def test_record_front_tags_runs_and_logs_artifacts(store):
     assert trials[4]["status"] == "FAILED" and trials[4]["error"] == "RuntimeError: worker died"
     assert "harmful_score" not in trials[4]
 
+    # Intervals and the collapsed tag come from MLflow; group and feasibility are set here. The CSV keeps them all.
+    assert trials[1]["harmful_score_n"] == 10 and trials[3]["collapsed"] is True
+    trials[1].update(group="safechain", feasible=True)
     front, volume, plot = record_front(client, parent_id, layout, trials,
                                        {"harmful_score": 95.0, "reasoning_accuracy": 92.0}, title="tiny")
     assert [trials[i]["trial_id"] for i in front] == ["t1", "t2", "t3"]
@@ -87,6 +94,10 @@ def test_record_front_tags_runs_and_logs_artifacts(store):
         rows = list(csv.DictReader(handle))
     assert [r["trial_id"] for r in rows] == ["t1", "t2", "t3"]
     assert rows[1]["data.size"] == "48" and float(rows[1]["harmful_score"]) == 10.0
+    assert (rows[1]["harmful_score_ci_low"], rows[1]["harmful_score_ci_high"], rows[1]["harmful_score_n"]) == (
+        "1.8", "40.4", "10")
+    assert (rows[1]["group"], rows[1]["feasible"], rows[0]["group"], rows[0]["harmful_score_ci_low"]) == (
+        "safechain", "yes", "-", "")
 
 
 def test_pareto_command_prints_the_front_and_the_plot_path(store, capsys, tmp_path, monkeypatch):
@@ -97,6 +108,10 @@ def test_pareto_command_prints_the_front_and_the_plot_path(store, capsys, tmp_pa
     starred = [line.split()[1] for line in out.splitlines() if line.startswith("*")]
     assert starred == ["t1", "t2", "t3"]
     assert "base model" in out and "RuntimeError: worker died" in out
+    t2 = next(line for line in out.splitlines() if line.startswith("*") and line.split()[1] == "t2")
+    assert "10.0 [1.8–40.4] n=10" in t2
+    t4 = next(line for line in out.splitlines() if line.split()[:1] == ["t4"])
+    assert "yes" in t4.split() and "1 collapsed (mostly incoherent replies)" in out
     plot_line = next(line for line in out.splitlines() if line.startswith("plot: "))
     assert (tmp_path / plot_line[len("plot: "):].strip()).is_file()
 
@@ -113,3 +128,66 @@ def test_target_region_is_half_the_harm_at_most_five_points_of_reasoning_lost():
     assert in_target(trials, base) == [0]
     assert describe_target(trials, base).endswith("reached by in")
     assert in_target(trials, {}) == [] and "no base-model point" in describe_target(trials, {})
+
+
+def _table(trials, front, base, directions=None):
+    text = front_table(trials, front, directions or {"harmful_score": "min", "reasoning_accuracy": "max"},
+                       ["data.size"], base)
+    lines = text.splitlines()
+    return lines[0].split("  "), {line.split()[1] if line.startswith("*") else line.split()[0]: line
+                                  for line in lines[1:-1]}, lines[-1]
+
+
+def test_table_shows_intervals_with_n_and_the_trials_tags():
+    def reading(name, value, low, high, n):
+        return {name: value, f"{name}_ci_low": low, f"{name}_ci_high": high, f"{name}_n": n}
+
+    trials = [
+        {"trial_id": "t1", "status": "FINISHED", "params": {"data.size": 15}, "group": "directrefusal",
+         "feasible": True, "collapsed": False, **reading("harmful_score", 4.2, 1.1, 20.2, 24),
+         **reading("reasoning_accuracy", 53.3, 36.1, 69.8, 30)},
+        {"trial_id": "t2", "status": "FINISHED", "params": {"data.size": 60}, "group": "safechain",
+         "feasible": False, "collapsed": True, **reading("harmful_score", 70.8, 50.8, 85.1, 24),
+         **reading("reasoning_accuracy", 8.0, 2.2, 25.0, 25)},
+        {"trial_id": "t3", "status": "FAILED", "params": {"data.size": 30}, "error": "RuntimeError: worker died"},
+    ]
+    base = {**reading("harmful_score", 45.8, 27.9, 64.9, 24), "reasoning_accuracy": 96.7}
+    header, rows, summary = _table(trials, [0], base)
+    header = [cell.strip() for cell in header if cell.strip()]
+    # Every trial counts 24 harmful prompts, so n goes in the header; accuracy's n differs, so it goes per cell.
+    assert header == ["trial", "harmful_score (n=24)", "reasoning_accuracy", "group", "feasible", "collapsed",
+                      "data.size", "status"]
+    assert "4.2 [1.1–20.2]" in rows["t1"] and "53.3 [36.1–69.8] n=30" in rows["t1"]
+    assert rows["t1"].startswith("*") and "directrefusal" in rows["t1"] and " yes " in rows["t1"]
+    assert "safechain" in rows["t2"] and " no " in rows["t2"] and rows["t2"].split().count("yes") == 1
+    assert "RuntimeError: worker died" in rows["t3"]
+    assert "45.8 [27.9–64.9]" in rows["base"] and "96.7 " in rows["base"]
+    assert "1 collapsed (mostly incoherent replies)" in summary and "95% interval" in summary
+
+
+def test_table_of_old_records_has_no_interval_or_tag_columns():
+    trials = [{"trial_id": "t1", "status": "FINISHED", "params": {"data.size": 15}, "harmful_score": 10.0,
+               "reasoning_accuracy": 60.0}]
+    header, rows, summary = _table(trials, [0], {"harmful_score": 80.0, "reasoning_accuracy": 90.0})
+    assert [cell.strip() for cell in header if cell.strip()] == ["trial", "harmful_score", "reasoning_accuracy",
+                                                                  "data.size", "status"]
+    assert "[" not in rows["t1"] and "10.0" in rows["t1"]
+    assert summary == "1 of 1 trials on the Pareto front (*)"
+    # Checked for collapse, none collapsed: no empty column, and the summary says so.
+    header, rows, summary = _table([{**trials[0], "collapsed": False}], [0], {})
+    assert "collapsed" not in " ".join(header) and summary.endswith("; none collapsed")
+
+
+def test_progress_line_of_a_finished_trial_shows_its_intervals_and_collapse(capsys):
+    from types import SimpleNamespace
+
+    from sweeps.runner import TrialRecorder
+
+    recorder = TrialRecorder("tiny", "sqlite:///unused.db", "0", "parent", ["data.size"],
+                             {"harmful_score": "min", "reasoning_accuracy": "max"}, num_samples=2)
+    result = {"harmful_score": 70.8, "harmful_score_ci_low": 50.8, "harmful_score_ci_high": 85.1,
+              "reasoning_accuracy": 8.0, "collapsed": 1.0}
+    recorder.on_trial_complete(0, [], SimpleNamespace(trial_id="t3", config={"data.size": 60}, last_result=result))
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("[1/2] trial t3 finished: harmful_score=70.8 [50.8–85.1], reasoning_accuracy=8.0")
+    assert "(collapsed: mostly incoherent replies)" in line and "data.size=60" in line
