@@ -29,6 +29,7 @@ HEADLINES: dict[str, tuple[str, str]] = {
 RATE_OF_KIND = {"reasoning": "accuracy", "safety": "harmful_score", "overrefusal": "refusal_rate"}
 COLLAPSED_ABOVE = 50.0  # percent of a model's replies that are incoherent, beyond which it has collapsed
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
+COUNT = "_n"  # NAME_n: the replies behind a headline rate
 # Bump when a reading's definition changes, so cached results scored the old way are not reused.
 SCORING_VERSION = 2
 
@@ -96,7 +97,7 @@ def headlines(metrics: dict[str, dict], kinds: dict[str, str]) -> dict[str, floa
             continue
         out[name] = sum(percent for percent, _ in rates) / len(rates)
         out[name + CI_LOW], out[name + CI_HIGH] = _interval(metrics, kinds, kind, metric, rates)
-        out[name + "_n"] = sum(n for _, n in rates)
+        out[name + COUNT] = sum(n for _, n in rates)
     pooled = [(m["incoherent_rate"], int(m["n"])) for m in metrics.values() if "incoherent_rate" in m]
     if pooled:
         total = sum(n for _, n in pooled)

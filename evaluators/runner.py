@@ -20,7 +20,7 @@ from evaluators.cache import ResultCache, write_jsonl
 from evaluators.coherence import incoherent_flags
 from evaluators.grading import answer_region
 from evaluators.judges import Judge, is_refusal
-from evaluators.metrics import CI_HIGH, CI_LOW, HEADLINES, headlines, summarize
+from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES, headlines, summarize
 from trainables.formats import ReasoningFormat
 
 
@@ -55,7 +55,7 @@ class EvalResult:
         return cls(metrics=metrics, **{name: top[name] for name in HEADLINES},
                    intervals={name: (top[name + CI_LOW], top[name + CI_HIGH])
                               for name in HEADLINES if top[name] is not None},
-                   counts={name: int(top[name + "_n"]) for name in HEADLINES if top[name] is not None},
+                   counts={name: int(top[name + COUNT]) for name in HEADLINES if top[name] is not None},
                    incoherent_rate=top.get("incoherent_rate"), collapsed=bool(top.get("collapsed")), **rest)
 
 

@@ -13,9 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evaluators.metrics import CI_HIGH, CI_LOW
+from evaluators.metrics import CI_HIGH, CI_LOW, COUNT
 
-COUNT = "_n"  # NAME_n: the items a rate counts, as sweeps/trial.py logs them
 
 
 def _number(value: Any) -> float | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.metrics import CI_HIGH, CI_LOW, HEADLINES
+from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
 from sweeps import tracking
 from sweeps.search_space import apply_point
 from sweeps.spec import SweepSpec
@@ -40,7 +40,7 @@ def result_metrics(result) -> dict[str, float]:
     for name, (low, high) in result.intervals.items():
         metrics[name + CI_LOW], metrics[name + CI_HIGH] = low, high
     for name, n in result.counts.items():
-        metrics[name + "_n"] = n
+        metrics[name + COUNT] = n
     metrics["incoherent_rate"], metrics["collapsed"] = result.incoherent_rate, float(result.collapsed)
     for benchmark, values in result.metrics.items():
         for key, value in values.items():
