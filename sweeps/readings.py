@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT
-
+from evaluators.metrics import format_reading as reading_text
 
 
 def _number(value: Any) -> float | None:
@@ -73,10 +73,7 @@ def format_reading(record: Mapping[str, Any], name: str, with_n: bool = False) -
     value = _number(record.get(name))
     if value is None:
         return "-"
-    text = f"{value:.1f}"
-    span = interval(record, name)
-    if span is not None:
-        text += f" [{span[0]:.1f}–{span[1]:.1f}]"
+    text = reading_text(value, *(interval(record, name) or (None, None)))
     n = count(record, name)
     if with_n and n is not None:
         text += f" n={n}"
