@@ -21,9 +21,9 @@ from ray import tune
 from sweeps import tracking
 from sweeps.readings import format_reading
 from sweeps.report import SweepLayout, base_point, record_front, trial_records
-from sweeps.search_space import apply_point, build_searcher, check_study_storage, tune_param_space
+from sweeps.search_space import apply_point, build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
 from sweeps.spec import SweepSpec
-from sweeps.trial import TrialContext, result_metrics, run_trial
+from sweeps.trial import RECORDED_FLAG, TrialContext, result_metrics, run_trial
 from trainables.schema import ConfigError
 
 # Save Tune's experiment state at least this often (seconds), so a killed driver loses almost nothing.
@@ -163,6 +163,9 @@ class TrialRecorder(tune.Callback):
         result = trial.last_result or {}
         scores = ", ".join(f"{name}={format_reading(result, name)}" for name in self.directions if name in result)
         scores += " (collapsed: mostly incoherent replies)" if result.get("collapsed") else ""
+        if result.get(RECORDED_FLAG):  # finished before the restart; Tune had not saved that yet
+            print(f"trial {trial.trial_id} was already recorded: {scores}", flush=True)
+            return
         print(self._line(trial, f"finished: {scores}"), flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -241,6 +244,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         # After Ctrl-C, Tune returns normally; unfinished trials are those with neither metrics nor an error.
         finished = len(results) >= spec.num_samples and all(
             r.error is not None or all(o.name in (r.metrics or {}) for o in spec.objectives) for r in results)
+        # Ctrl-C stops trials without letting them end their runs; --resume runs them again.
+        tracking.end_running_trials(client, experiment_id, parent_run_id, status="KILLED")
+        if finished:
+            fail_orphan_trials(spec)
         outcome = SweepOutcome(tracking_uri, experiment_id, parent_run_id, base=base, finished=finished)
         layout = SweepLayout.from_spec(spec)
         outcome.trials = trial_records(client, experiment_id, parent_run_id, layout)

@@ -38,6 +38,7 @@ class AlignmentResult:
     step_losses: list[float]
     epoch_metrics: list[dict]
     num_examples: int
+    resumed_at_steps: list[int]  # where a restarted run picked up from a checkpoint; empty when it never stopped
     # The same checkpoint in remote storage (s3://, gs://), for readers on other nodes; None when local.
     checkpoint_uri: str | None = None
 
@@ -125,7 +126,8 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     log = read_training_log(checkpoint_dir)
     return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune, base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
-                           num_examples=log.num_examples, checkpoint_uri=checkpoint_uri)
+                           num_examples=log.num_examples, resumed_at_steps=log.resumed_at_steps,
+                           checkpoint_uri=checkpoint_uri)
 
 
 def _cpu_threads() -> int:
