@@ -190,9 +190,47 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+# Tune's saved search state: the newest file of this pattern holds the sample count it stops at.
+SEARCH_STATE_FILES = "search_gen_state-*.json"
+
+
+def extend_num_samples(experiment_path: str, num_samples: int) -> int | None:
+    """Raise the sample count in a saved sweep's search state to `num_samples`; return the old count, or None.
+
+    Tune restores its own count on resume and ignores a new num_samples; editing the saved state
+    (a cloudpickled dict, written atomically by Tune) lets `--resume num_samples=12` add trials.
+    Works on local folders and on buckets alike, through pyarrow's file systems.
+    """
+    import fnmatch
+
+    import pyarrow.fs
+    import ray.cloudpickle as cloudpickle
+
+    filesystem, folder = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    files = [info for info in filesystem.get_file_info(pyarrow.fs.FileSelector(folder))
+             if fnmatch.fnmatch(info.base_name, SEARCH_STATE_FILES)]
+    if not files:
+        return None
+    newest = max(files, key=lambda info: info.mtime_ns or 0).path
+    with filesystem.open_input_stream(newest) as stream:
+        state = cloudpickle.loads(stream.read())
+    old = state["total_samples"]
+    if num_samples <= old:
+        return None
+    state["total_samples"] = num_samples
+    state["finished"] = False  # set when the count was reached; a grid sampler sets it again when exhausted
+    with filesystem.open_output_stream(newest) as stream:
+        stream.write(cloudpickle.dumps(state))
+    return old
+
+
 def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), spec.resources_per_trial)
     if resume:
+        old = extend_num_samples(spec.experiment_path, spec.num_samples)
+        if old is not None:
+            print(f"resuming with num_samples={spec.num_samples}: {spec.num_samples - old} trials more than the "
+                  f"{old} the sweep started with", flush=True)
         return tune.Tuner.restore(spec.experiment_path, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
     return tune.Tuner(
@@ -213,7 +251,7 @@ def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
 def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> SweepOutcome:
     """Run (or resume) the sweep and return its outcome; ConfigError on bad input before Ray starts."""
     check_resume_state(spec, resume)
-    tracking_uri = tracking.check_tracking_uri(spec.mlflow.tracking_uri)
+    tracking_uri = tracking.check_tracking_uri(tracking.credentials_to_env(spec.mlflow.tracking_uri))
     check_study_storage(spec, resume)
     import ray
 
@@ -225,7 +263,9 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         service = EvaluatorService(spec.evaluation, spec.base.model)  # reads every benchmark's data: seconds
         check_data(spec)  # may build the tiny LRM on first use
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, configure_logging=False)
+            from trainables.align import init_local_ray
+
+            init_local_ray(include_dashboard=False, configure_logging=False)
         service.start()
 
         client = tracking.client(tracking_uri)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 import urllib.error
@@ -54,6 +55,22 @@ def redact_uri(uri: str) -> str:
         return uri
     host = parts.hostname + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def credentials_to_env(uri: str) -> str:
+    """Return an http(s) tracking URI without its user:password, moved to MLflow's own variables instead.
+
+    MLflow reads MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in every process (trials inherit
+    them through the local Ray), so the password never sits in Tune's pickled state or in a log line.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or (parts.username is None and parts.password is None):
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username or "")
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 10.0) -> str:

@@ -193,7 +193,8 @@ def _group_alive(pgid: int) -> bool:
 def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir):
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3)
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
-    overrides = store_overrides(tmp_path, "resume-test")
+    # The study in RDB storage, so what Optuna recorded can be read after the driver dies.
+    overrides = [*store_overrides(tmp_path, "resume-test"), f"optuna.storage=sqlite:///{tmp_path}/optuna.db"]
     command = [sys.executable, "-m", "sweeps.cli", "sweep", "sweep.yaml", *overrides, "--quiet"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -219,8 +220,9 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
     assert not _group_alive(driver.pid), "processes of the killed sweep are still running"
     assert len(finished_before) < 3
 
-    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=1200)
+    # The resume also extends the sweep by one trial, continuing the same study.
+    resumed = subprocess.run([*command, "num_samples=4", "--resume"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=1500)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     client = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
@@ -229,8 +231,15 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
     parents = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "sweep"]
     children = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 3, "each trial has exactly one MLflow run"
-    assert len({c.data.tags[tracking.TRIAL_ID_TAG] for c in children}) == 3
+    assert len(children) == 4, "each trial has exactly one MLflow run, and the extension added one"
+    assert len({c.data.tags[tracking.TRIAL_ID_TAG] for c in children}) == 4
+    assert "resuming with num_samples=4: 1 trials more than the 3" in resumed.stdout
+    # Every trial the study holds ended: the killed driver's in-flight asks are failed, none stays RUNNING.
+    import optuna
+
+    study = optuna.load_study(study_name="plumbing", storage=f"sqlite:///{tmp_path}/optuna.db")
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and states.count("COMPLETE") == 4, states
     assert all(c.info.status == "FINISHED" for c in children)
     for child in children:
         if child.info.run_id in finished_before:
@@ -239,4 +248,6 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
             assert child.data.tags["attempts"] == "1"
             steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
             assert steps == sorted(set(steps))
+            # Finished before the kill: on resume it is reported as recorded, not as newly finished.
+            assert f"trial {child.data.tags[tracking.TRIAL_ID_TAG]} finished" not in resumed.stdout
     assert {PLOT_PNG, FRONT_CSV} <= {f.path for f in client.list_artifacts(parents[0].info.run_id)}
