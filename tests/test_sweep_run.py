@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -190,6 +191,21 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
+def _running(process: psutil.Process) -> bool:
+    """Return whether a process still runs (a zombie waiting for its reaper has ended)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _described(process: psutil.Process) -> str:
+    try:
+        return f"{process.pid} {' '.join(process.cmdline())[:80]}"
+    except psutil.Error:
+        return str(process.pid)
+
+
 def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir):
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3)
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
@@ -210,14 +226,18 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
             time.sleep(1)
         time.sleep(2)  # Tune saves its state every second; give it one save
         finished_before = dict(_finished_trial_runs(tmp_path / "mlflow.db"))
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        started = psutil.Process(driver.pid).children(recursive=True)  # the local Ray it started, and more
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as `kill -9 PID` would
         driver.wait()
-    for _ in range(30):
-        if not _group_alive(driver.pid):
-            break
-        time.sleep(1)
-    assert not _group_alive(driver.pid), "processes of the killed sweep are still running"
+        # Ray's processes (its agents included) notice and end by themselves.
+        deadline = time.monotonic() + 30
+        while (alive := [p for p in started if _running(p)]) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not alive, f"processes of the killed sweep still run: {[_described(p) for p in alive]}"
+    finally:
+        if _group_alive(driver.pid):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
     assert len(finished_before) < 3
 
     # The resume also extends the sweep by one trial, continuing the same study.
