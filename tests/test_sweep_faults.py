@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -243,3 +244,4 @@ def test_mlflow_going_away_mid_sweep_loses_nothing_and_no_secret_is_written(tmp_
             assert not [s for s in secrets if s in (tmp_path / "sweep.log").read_text()]
         finally:
             _stop(server)
+            shutil.rmtree(ray_tmp, ignore_errors=True)
