@@ -263,9 +263,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         service = EvaluatorService(spec.evaluation, spec.base.model)  # reads every benchmark's data: seconds
         check_data(spec)  # may build the tiny LRM on first use
         if not ray.is_initialized():
-            from trainables.align import init_local_ray
-
-            init_local_ray(include_dashboard=False, configure_logging=False)
+            ray.init(include_dashboard=False, configure_logging=False)
         service.start()
 
         client = tracking.client(tracking_uri)

@@ -82,19 +82,6 @@ def prepare_run(cfg: AlignConfig) -> PreparedRun:
     return PreparedRun(model_path, features, tokenizer.pad_token_id)
 
 
-def init_local_ray(**options) -> None:
-    """Start a local Ray (`ray.init(**options)`) whose helper processes end as soon as its raylet does.
-
-    Ray's dashboard and runtime-env agents otherwise poll for the raylet's death (five misses, 0.4 s
-    apart, far longer on a busy machine), so a SIGKILLed driver left them running for 40 s or more.
-    Ray's pipe-based check makes them exit on the raylet's end of a pipe instead.
-    """
-    import ray
-
-    os.environ.setdefault("RAY_enable_pipe_based_agent_to_parent_health_check", "1")
-    ray.init(**options)
-
-
 def unique_run_name(name: str) -> str:
     """Return `name` with a timestamp and a random suffix: a run of its own, never one resumed from storage."""
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -116,7 +103,7 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        init_local_ray()
+        ray.init()
     run_name = run_name or unique_run_name(cfg.name)
     storage_path = cfg.storage_path or str(cfg.output_dir)
     if "://" not in storage_path:
