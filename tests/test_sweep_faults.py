@@ -152,8 +152,16 @@ def _start_mlflow(port: int, folder: Path, log) -> subprocess.Popen:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, 15)
-    process.wait(timeout=60)
+    """End the server and the workers it started (its own process group)."""
+    for signal_number in (15, 9):
+        try:
+            os.killpg(process.pid, signal_number)
+            process.wait(timeout=30)
+            time.sleep(1)  # its job consumers leave after it
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _running_trials(db: Path) -> int:
@@ -198,7 +206,7 @@ def test_mlflow_going_away_mid_sweep_loses_nothing_and_no_secret_is_written(tmp_
     env = {**os.environ, **SECRETS, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(ray_tmp)}
 
     with (tmp_path / "mlflow.log").open("w") as server_log, (tmp_path / "sweep.log").open("w") as log:
-        server = _start_mlflow(port, store, server_log)
+        servers = [_start_mlflow(port, store, server_log)]
         driver = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env,
                                   start_new_session=True)
         try:
@@ -207,10 +215,13 @@ def test_mlflow_going_away_mid_sweep_loses_nothing_and_no_secret_is_written(tmp_
                 assert driver.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "no trial started in 20 minutes"
                 time.sleep(0.5)
-            _stop(server)
+            _stop(servers[-1])
             time.sleep(60)
-            server = _start_mlflow(port, store, server_log)
+            servers.append(_start_mlflow(port, store, server_log))
             assert driver.wait(timeout=1500) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+        except BaseException:
+            _stop(servers[-1])
+            raise
         finally:
             if driver.poll() is None:
                 os.killpg(driver.pid, 9)
@@ -243,5 +254,5 @@ def test_mlflow_going_away_mid_sweep_loses_nothing_and_no_secret_is_written(tmp_
             assert not _files_with(ray_tmp, secrets)
             assert not [s for s in secrets if s in (tmp_path / "sweep.log").read_text()]
         finally:
-            _stop(server)
+            _stop(servers[-1])
             shutil.rmtree(ray_tmp, ignore_errors=True)
