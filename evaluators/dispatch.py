@@ -18,14 +18,17 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
 from evaluators import vllm_backend
-from trainables.schema import ConfigError
+from trainables.schema import RunFailure
 
 logger = logging.getLogger(__name__)
 RETRY_BACKOFF_S = 0.5
 
 
-class GenerationTimeout(ConfigError):
-    """A generation request outlived request_timeout_s; the message names the benchmark and the setting."""
+class GenerationTimeout(RunFailure):
+    """A generation request outlived request_timeout_s: a run-time failure (the input was valid), exit 1.
+
+    The message names the benchmark and the settings that would make it fit.
+    """
 
 
 class EvaluationIncomplete(RuntimeError):
@@ -62,7 +65,8 @@ def complete_all(send: Callable, requests: list[dict], on_response: Callable[[in
             except TimeoutError:
                 raise GenerationTimeout(
                     f"{what}: a request to Serve took longer than request_timeout_s={timeout_s:g}s; raise "
-                    "request_timeout_s, or lower generation.max_new_tokens or max_batch_size"
+                    "request_timeout_s, or lower generation.max_new_tokens or max_batch_size (under evaluation. "
+                    "in a sweep spec), and run again"
                 ) from None
             except Exception as err:
                 if not _is_retryable(err):

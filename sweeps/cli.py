@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainables.schema import ConfigError
+from trainables.schema import ConfigError, RunFailure
 
 EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"safetytax {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RunFailure as err:
+        print(f"safetytax {args.command}: failed: {err}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print(f"\nsafetytax {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -21,9 +21,9 @@ from ray import tune
 from sweeps import tracking
 from sweeps.readings import format_reading
 from sweeps.report import SweepLayout, base_point, record_front, trial_records
-from sweeps.search_space import apply_point, build_searcher, check_study_storage, tune_param_space
+from sweeps.search_space import apply_point, build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
 from sweeps.spec import SweepSpec
-from sweeps.trial import TrialContext, result_metrics, run_trial
+from sweeps.trial import RECORDED_FLAG, TrialContext, result_metrics, run_trial
 from trainables.schema import ConfigError
 
 # Save Tune's experiment state at least this often (seconds), so a killed driver loses almost nothing.
@@ -163,6 +163,9 @@ class TrialRecorder(tune.Callback):
         result = trial.last_result or {}
         scores = ", ".join(f"{name}={format_reading(result, name)}" for name in self.directions if name in result)
         scores += " (collapsed: mostly incoherent replies)" if result.get("collapsed") else ""
+        if result.get(RECORDED_FLAG):  # finished before the restart; Tune had not saved that yet
+            print(f"trial {trial.trial_id} was already recorded: {scores}", flush=True)
+            return
         print(self._line(trial, f"finished: {scores}"), flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -187,9 +190,47 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+# Tune's saved search state: the newest file of this pattern holds the sample count it stops at.
+SEARCH_STATE_FILES = "search_gen_state-*.json"
+
+
+def extend_num_samples(experiment_path: str, num_samples: int) -> int | None:
+    """Raise the sample count in a saved sweep's search state to `num_samples`; return the old count, or None.
+
+    Tune restores its own count on resume and ignores a new num_samples; editing the saved state
+    (a cloudpickled dict, written atomically by Tune) lets `--resume num_samples=12` add trials.
+    Works on local folders and on buckets alike, through pyarrow's file systems.
+    """
+    import fnmatch
+
+    import pyarrow.fs
+    import ray.cloudpickle as cloudpickle
+
+    filesystem, folder = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    files = [info for info in filesystem.get_file_info(pyarrow.fs.FileSelector(folder))
+             if fnmatch.fnmatch(info.base_name, SEARCH_STATE_FILES)]
+    if not files:
+        return None
+    newest = max(files, key=lambda info: info.mtime_ns or 0).path
+    with filesystem.open_input_stream(newest) as stream:
+        state = cloudpickle.loads(stream.read())
+    old = state["total_samples"]
+    if num_samples <= old:
+        return None
+    state["total_samples"] = num_samples
+    state["finished"] = False  # set when the count was reached; a grid sampler sets it again when exhausted
+    with filesystem.open_output_stream(newest) as stream:
+        stream.write(cloudpickle.dumps(state))
+    return old
+
+
 def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), spec.resources_per_trial)
     if resume:
+        old = extend_num_samples(spec.experiment_path, spec.num_samples)
+        if old is not None:
+            print(f"resuming with num_samples={spec.num_samples}: {spec.num_samples - old} trials more than the "
+                  f"{old} the sweep started with", flush=True)
         return tune.Tuner.restore(spec.experiment_path, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
     return tune.Tuner(
@@ -210,7 +251,7 @@ def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
 def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> SweepOutcome:
     """Run (or resume) the sweep and return its outcome; ConfigError on bad input before Ray starts."""
     check_resume_state(spec, resume)
-    tracking_uri = tracking.check_tracking_uri(spec.mlflow.tracking_uri)
+    tracking_uri = tracking.check_tracking_uri(tracking.credentials_to_env(spec.mlflow.tracking_uri))
     check_study_storage(spec, resume)
     import ray
 
@@ -241,6 +282,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         # After Ctrl-C, Tune returns normally; unfinished trials are those with neither metrics nor an error.
         finished = len(results) >= spec.num_samples and all(
             r.error is not None or all(o.name in (r.metrics or {}) for o in spec.objectives) for r in results)
+        # Ctrl-C stops trials without letting them end their runs; --resume runs them again.
+        tracking.end_running_trials(client, experiment_id, parent_run_id, status="KILLED")
+        if finished:
+            fail_orphan_trials(spec)
         outcome = SweepOutcome(tracking_uri, experiment_id, parent_run_id, base=base, finished=finished)
         layout = SweepLayout.from_spec(spec)
         outcome.trials = trial_records(client, experiment_id, parent_run_id, layout)

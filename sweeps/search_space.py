@@ -98,6 +98,25 @@ def check_study_storage(spec: SweepSpec, resume: bool) -> None:
                           f"another, or delete it: optuna delete-study --storage URL --study-name {spec.study_name}")
 
 
+def fail_orphan_trials(spec: SweepSpec) -> int:
+    """Mark the study's RUNNING trials FAIL once every Tune trial has ended; return how many.
+
+    With a study in RDB storage, Optuna records a trial the moment the searcher asks for it; when the
+    driver is killed before Tune saves that trial, it is never run or told, and would stay RUNNING.
+    """
+    if spec.optuna.storage is None:
+        return 0  # the study lives in Tune's searcher state, which Tune saves with its trials
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = optuna.storages.RDBStorage(spec.optuna.storage)
+    study = optuna.load_study(study_name=spec.study_name, storage=storage)
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in orphans:
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return len(orphans)
+
+
 def apply_point(base: AlignConfig, point: dict[str, Any]) -> AlignConfig:
     """Return the base AlignConfig with each sampled `dotted.path: value` set, validated again."""
     data = base.model_dump(mode="json")

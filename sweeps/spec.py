@@ -357,7 +357,7 @@ def load_spec(path: str | Path | None = None, overrides: list[str] = ()) -> Swee
     if isinstance(data.get("search_space"), dict):
         data["search_space"] = nest_search_space(data["search_space"])
     data = apply_overrides(data, list(overrides))
-    spec = build(SweepSpec, data, source=str(path))
+    spec = build(SweepSpec, data, source=str(path), overrides=list(overrides))
     check_search_space(spec)
     check_objectives(spec)
     return spec

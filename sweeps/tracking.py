@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 import urllib.error
@@ -54,6 +55,22 @@ def redact_uri(uri: str) -> str:
         return uri
     host = parts.hostname + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def credentials_to_env(uri: str) -> str:
+    """Return an http(s) tracking URI without its user:password, moved to MLflow's own variables instead.
+
+    MLflow reads MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in every process (trials inherit
+    them through the local Ray), so the password never sits in Tune's pickled state or in a log line.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or (parts.username is None and parts.password is None):
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username or "")
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 10.0) -> str:
@@ -142,12 +159,21 @@ def log_metrics(mlflow_client, run_id: str, metrics: Mapping[str, float], step: 
         mlflow_client.log_batch(run_id, metrics=batch[start:start + 1000])
 
 
+def log_new_metrics(mlflow_client, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log the metrics that have no value at `step` yet: a retried trial or a re-logging resume adds no duplicates."""
+    todo = {name: value for name, value in metrics.items()
+            if step not in {m.step for m in mlflow_client.get_metric_history(run_id, name)}}
+    log_metrics(mlflow_client, run_id, todo, step=step)
+
+
 def log_curve(mlflow_client, run_id: str, name: str, values: list[float]) -> None:
-    """Log a step metric (e.g. the training loss), one value per step starting at 1."""
+    """Log a step metric (e.g. the training loss), one value per step starting at 1; steps already logged are kept."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    batch = [Metric(name, float(v), now, step) for step, v in enumerate(values, start=1) if math.isfinite(v)]
+    logged = {m.step for m in mlflow_client.get_metric_history(run_id, name)}
+    batch = [Metric(name, float(v), now, step) for step, v in enumerate(values, start=1)
+             if math.isfinite(v) and step not in logged]
     for start in range(0, len(batch), 1000):
         mlflow_client.log_batch(run_id, metrics=batch[start:start + 1000])
 
@@ -194,6 +220,25 @@ def mark_failed(mlflow_client, run_id: str, error: str) -> None:
     """Record a trial's error text and end its run as FAILED."""
     mlflow_client.set_tag(run_id, ERROR_TAG, error[-MAX_PARAM_LENGTH:])
     mlflow_client.set_terminated(run_id, status="FAILED")
+
+
+def archive_error(mlflow_client, run, attempt: int) -> None:
+    """Move an earlier attempt's `error` tag to `error.attempt<N>`, so a run that succeeds later reads clean."""
+    error = run.data.tags.get(ERROR_TAG)
+    if error is None or attempt < 1:
+        return
+    mlflow_client.set_tag(run.info.run_id, f"{ERROR_TAG}.attempt{attempt}", error)
+    mlflow_client.delete_tag(run.info.run_id, ERROR_TAG)
+
+
+def end_running_trials(mlflow_client, experiment: str, parent_run_id: str, status: str = "KILLED") -> list[str]:
+    """End every child run still RUNNING with `status` (after Ctrl-C); return their trial ids."""
+    stopped = []
+    for run in trial_runs(mlflow_client, experiment, parent_run_id):
+        if run.info.status == "RUNNING":
+            mlflow_client.set_terminated(run.info.run_id, status=status)
+            stopped.append(run.data.tags.get(TRIAL_ID_TAG, run.info.run_id))
+    return stopped
 
 
 def log_artifact(mlflow_client, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:

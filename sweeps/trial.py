@@ -20,6 +20,9 @@ from sweeps.spec import SweepSpec
 
 CHECKPOINT_TAG = "checkpoint_dir"
 ATTEMPTS_TAG = "attempts"
+RESUMED_TAG = "train.resumed_at_steps"
+# In a trial's result when it only repeats what MLflow already holds (the driver died before Tune saved it).
+RECORDED_FLAG = "from_record"
 
 
 @dataclass
@@ -67,12 +70,14 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     run_id = run.info.run_id
     recorded = run.data.metrics
     if run.info.status == "FINISHED" and all(o.name in recorded for o in spec.objectives):
-        tune.report({**recorded, "mlflow_run_id": run_id})
+        tune.report({**recorded, "mlflow_run_id": run_id, RECORDED_FLAG: True})
         return
 
     client.update_run(run_id, status="RUNNING")
     # Retries (max_failures) and resumed runs show up here rather than as extra runs.
-    client.set_tag(run_id, ATTEMPTS_TAG, str(int(run.data.tags.get(ATTEMPTS_TAG, "0")) + 1))
+    attempt = int(run.data.tags.get(ATTEMPTS_TAG, "0")) + 1
+    client.set_tag(run_id, ATTEMPTS_TAG, str(attempt))
+    tracking.archive_error(client, run, attempt - 1)
     try:
         metrics = _train_and_evaluate(spec, context, point, trial_id, client, run_id)
     except (KeyboardInterrupt, SystemExit):  # the sweep was stopped; --resume runs this trial again
@@ -93,13 +98,18 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     tracking.log_params(client, run_id, tracking.flatten_params(cfg.model_dump(mode="json")))
     client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
 
-    aligned = run_alignment(cfg, progress=False)
+    # Named after the trial, so a retry (or a resumed sweep) continues this run from its last checkpoint.
+    aligned = run_alignment(cfg, progress=False, run_name=cfg.name)
     client.set_tag(run_id, CHECKPOINT_TAG, str(aligned.checkpoint_dir))
+    if aligned.resumed_at_steps:
+        client.set_tag(run_id, RESUMED_TAG, ", ".join(map(str, aligned.resumed_at_steps)))
+    # An earlier attempt may have logged some of these already: each step is logged once.
     tracking.log_curve(client, run_id, "train_loss", aligned.step_losses)
     for epoch in aligned.epoch_metrics:
         step = int(epoch.get("epoch", 0))
-        tracking.log_metrics(client, run_id, {f"train/{k}": v for k, v in epoch.items() if k != "epoch"}, step=step)
-    tracking.log_metrics(client, run_id, {"num_examples": aligned.num_examples})
+        tracking.log_new_metrics(client, run_id, {f"train/{k}": v for k, v in epoch.items() if k != "epoch"},
+                                 step=step)
+    tracking.log_new_metrics(client, run_id, {"num_examples": aligned.num_examples})
 
     out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id
     if aligned.finetune == "lora":
@@ -113,7 +123,7 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     missing = [o.name for o in spec.objectives if o.name not in metrics]
     if missing:
         raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
-    tracking.log_metrics(client, run_id, metrics)
+    tracking.log_new_metrics(client, run_id, metrics)
     client.set_tag(run_id, "judge", evaluation.judge)
     client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if evaluation.collapsed else "false")
     for path in evaluation.sample_files.values():

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -190,10 +191,29 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # outlive a killed driver; see docs/cluster.md
+
+
+def _running(process: psutil.Process) -> bool:
+    """Return whether a process still runs (a zombie waiting for its reaper has ended)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _described(process: psutil.Process) -> str:
+    try:
+        return f"{process.pid} {' '.join(process.cmdline())[:80]}"
+    except psutil.Error:
+        return str(process.pid)
+
+
 def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir):
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3)
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
-    overrides = store_overrides(tmp_path, "resume-test")
+    # The study in RDB storage, so what Optuna recorded can be read after the driver dies.
+    overrides = [*store_overrides(tmp_path, "resume-test"), f"optuna.storage=sqlite:///{tmp_path}/optuna.db"]
     command = [sys.executable, "-m", "sweeps.cli", "sweep", "sweep.yaml", *overrides, "--quiet"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -209,18 +229,26 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
             time.sleep(1)
         time.sleep(2)  # Tune saves its state every second; give it one save
         finished_before = dict(_finished_trial_runs(tmp_path / "mlflow.db"))
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        started = psutil.Process(driver.pid).children(recursive=True)  # the local Ray it started, and more
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as `kill -9 PID` would
         driver.wait()
-    for _ in range(30):
-        if not _group_alive(driver.pid):
-            break
-        time.sleep(1)
-    assert not _group_alive(driver.pid), "processes of the killed sweep are still running"
+        # Ray's processes end by themselves, except its two agents (docs/cluster.md says how to end them).
+        deadline = time.monotonic() + 30
+        while (alive := [p for p in started if _running(p)]) and time.monotonic() < deadline:
+            time.sleep(1)
+        left = [p for p in alive if not any(agent in _described(p) for agent in RAY_AGENTS)]
+        assert not left, f"processes of the killed sweep still run: {[_described(p) for p in left]}"
+        for agent in alive:  # ours: this test's driver started them
+            agent.kill()
+    finally:
+        if _group_alive(driver.pid):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
     assert len(finished_before) < 3
 
-    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=1200)
+    # The resume also extends the sweep by one trial, continuing the same study.
+    resumed = subprocess.run([*command, "num_samples=4", "--resume"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=1500)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     client = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
@@ -229,8 +257,15 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
     parents = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "sweep"]
     children = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 3, "each trial has exactly one MLflow run"
-    assert len({c.data.tags[tracking.TRIAL_ID_TAG] for c in children}) == 3
+    assert len(children) == 4, "each trial has exactly one MLflow run, and the extension added one"
+    assert len({c.data.tags[tracking.TRIAL_ID_TAG] for c in children}) == 4
+    assert "resuming with num_samples=4: 1 trials more than the 3" in resumed.stdout
+    # Every trial the study holds ended: the killed driver's in-flight asks are failed, none stays RUNNING.
+    import optuna
+
+    study = optuna.load_study(study_name="plumbing", storage=f"sqlite:///{tmp_path}/optuna.db")
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and states.count("COMPLETE") == 4, states
     assert all(c.info.status == "FINISHED" for c in children)
     for child in children:
         if child.info.run_id in finished_before:
@@ -239,4 +274,6 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
             assert child.data.tags["attempts"] == "1"
             steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
             assert steps == sorted(set(steps))
+            # Finished before the kill: on resume it is reported as recorded, not as newly finished.
+            assert f"trial {child.data.tags[tracking.TRIAL_ID_TAG]} finished" not in resumed.stdout
     assert {PLOT_PNG, FRONT_CSV} <= {f.path for f in client.list_artifacts(parents[0].info.run_id)}

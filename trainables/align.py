@@ -38,6 +38,7 @@ class AlignmentResult:
     step_losses: list[float]
     epoch_metrics: list[dict]
     num_examples: int
+    resumed_at_steps: list[int]  # where a restarted run picked up from a checkpoint; empty when it never stopped
     # The same checkpoint in remote storage (s3://, gs://), for readers on other nodes; None when local.
     checkpoint_uri: str | None = None
 
@@ -81,11 +82,19 @@ def prepare_run(cfg: AlignConfig) -> PreparedRun:
     return PreparedRun(model_path, features, tokenizer.pad_token_id)
 
 
-def run_alignment(cfg: AlignConfig, *, progress: bool = True) -> AlignmentResult:
+def unique_run_name(name: str) -> str:
+    """Return `name` with a timestamp and a random suffix: a run of its own, never one resumed from storage."""
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | None = None) -> AlignmentResult:
     """Return the result of safety SFT on Ray Train; starts a local Ray if none is running.
 
-    Inside a Tune trial the trainer's reports stay with Ray Train (no callback forwards them), so the
-    trial reports only the objectives it computes from the returned checkpoint.
+    Ray Train continues a run whose name already has checkpoints in storage: a Tune trial passes a
+    name fixed by its trial id, so its retry resumes from the last checkpoint (Ray's Train-inside-Tune
+    pattern). Without `run_name` the run gets a unique one. Inside a Tune trial the trainer's reports
+    stay with Ray Train (no callback forwards them), so the trial reports only the objectives it
+    computes from the returned checkpoint.
     """
     run = prepare_run(cfg)
     import pyarrow.fs
@@ -95,8 +104,7 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True) -> AlignmentResult
 
     if not ray.is_initialized():
         ray.init()
-    # A unique name per call: Ray Train resumes a run whose name already exists in storage.
-    run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_name = run_name or unique_run_name(cfg.name)
     storage_path = cfg.storage_path or str(cfg.output_dir)
     if "://" not in storage_path:
         Path(storage_path).mkdir(parents=True, exist_ok=True)
@@ -118,7 +126,8 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True) -> AlignmentResult
     log = read_training_log(checkpoint_dir)
     return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune, base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
-                           num_examples=log.num_examples, checkpoint_uri=checkpoint_uri)
+                           num_examples=log.num_examples, resumed_at_steps=log.resumed_at_steps,
+                           checkpoint_uri=checkpoint_uri)
 
 
 def _cpu_threads() -> int:
@@ -152,33 +161,67 @@ def _train_worker(config: dict) -> None:
     device = get_device()
     tokenizer = sft.load_tokenizer(run.model_path, cfg.trust_remote_code)
 
-    if cfg.train.fsdp and world_size > 1:
-        model = fsdp.load_for_fsdp(run.model_path, rank=rank, dtype=sft.compute_dtype(device),
-                                   trust_remote_code=cfg.trust_remote_code)
-        model = sft.prepare_for_training(model, cfg)
+    sharded = cfg.train.fsdp and world_size > 1
+    if sharded:
+        model = sft.prepare_for_training(fsdp.load_for_fsdp(run.model_path, rank=rank, dtype=sft.compute_dtype(device),
+                                                             trust_remote_code=cfg.trust_remote_code), cfg)
+    else:
+        model = sft.load_model(run.model_path, cfg, device)
+    resume = _restore(model, cfg, rank, world_size)  # before wrapping: DDP and FSDP start from rank 0's weights
+    if sharded:
         layers = fsdp.decoder_layer_classes(model)
         model = prepare_model(model, move_to_device=False, parallel_strategy="fsdp",
                               parallel_strategy_kwargs=fsdp.fsdp_kwargs(model, device, weights_on_rank0_only=True))
         if cfg.train.gradient_checkpointing:
             fsdp.apply_activation_checkpointing(model, layers)
     else:
-        model = prepare_model(sft.load_model(run.model_path, cfg, device))
+        model = prepare_model(model)
 
     def on_step(steps: list[dict]) -> None:
         ray.train.report({**steps[-1], "step_losses": [s["loss"] for s in steps]})
 
     def on_epoch_end(log: sft.TrainLog, is_last: bool, steps: list[dict]) -> None:
         # The epoch's report also carries the loss of the steps since the last step report.
-        metrics = {**log.epoch_metrics[-1], "step_losses": [s["loss"] for s in steps]}
-        if not (is_last or cfg.train.save_every_epoch):
-            ray.train.report(metrics)
-            return
+        ray.train.report({**log.epoch_metrics[-1], "step_losses": [s["loss"] for s in steps]})
+
+    def on_checkpoint(log: sft.TrainLog, metrics: dict, steps: list[dict], state: sft.ResumeState, name: str):
         with tempfile.TemporaryDirectory() as directory:
-            sft.save_checkpoint(model, tokenizer, directory, cfg, log, rank)  # collective under FSDP
-            checkpoint = Checkpoint.from_directory(directory) if rank == 0 else None
-            name = "final" if is_last else f"epoch_{metrics['epoch']}"
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+            sft.save_checkpoint(model, tokenizer, directory, cfg, log, rank, resume=state)  # collective under FSDP
+            # Every worker uploads its own resume state; Ray Train merges them into one checkpoint folder.
+            ray.train.report({**metrics, "step_losses": [s["loss"] for s in steps]},
+                             checkpoint=Checkpoint.from_directory(directory), checkpoint_dir_name=name)
 
     sft.run_training(model, run.features, cfg, device=device, pad_id=run.pad_id, rank=rank, world_size=world_size,
                      progress=config["progress"], on_step=on_step, on_epoch_end=on_epoch_end,
-                     report_interval_s=REPORT_INTERVAL_S)
+                     on_checkpoint=on_checkpoint, report_interval_s=REPORT_INTERVAL_S, resume=resume)
+
+
+def _restore(model, cfg: AlignConfig, rank: int, world_size: int):
+    """Return this worker's ResumeState from the run's last checkpoint (weights loaded into `model`), or None.
+
+    Under FSDP only rank 0 holds real weights before wrapping; the others receive them from it.
+    """
+    import sys
+
+    import ray.train
+
+    from trainables import sft
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        state = sft.read_resume_state(directory, rank)
+        if state is None:  # a checkpoint from before resume states existed: nothing to continue from
+            return None
+        if state.log.world_size != world_size:
+            raise RuntimeError(f"the last checkpoint was written by {state.log.world_size} workers, this run has "
+                               f"{world_size}; resume with scaling.num_workers={state.log.world_size}")
+        if not (cfg.train.fsdp and world_size > 1 and rank != 0):
+            sft.restore_weights(model, directory, cfg)
+    if rank == 0:
+        # Always printed, quiet or not: the run's log shows where a retry picked up.
+        sys.stdout.write(f"resuming from checkpoint {Path(checkpoint.path).name} at step {state.step}/"
+                         f"{state.log.total_steps}\n")
+        sys.stdout.flush()
+    return state

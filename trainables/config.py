@@ -62,6 +62,10 @@ class TrainSettings(Strict):
                                           "(FSDP FULL_SHARD); full fine-tuning on GPUs only.")
     save_every_epoch: bool = Field(False, description="Also save a checkpoint at the end of every epoch, not "
                                                       "only at the end of training.")
+    save_every_steps: int | None = Field(
+        None, ge=1, description="Also save a checkpoint every this many optimiser steps, so a retried trial or "
+                                "a restarted run resumes near where it stopped (useful with few, long epochs); "
+                                "null saves only at epoch ends (save_every_epoch) and at the end.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps even if epochs "
                                                           "remain; null runs every epoch.")
 

@@ -21,29 +21,54 @@ class ConfigError(ValueError):
     """Bad user input: a config field, a data file or a model path. The CLI exits 2 on it."""
 
 
+class RunFailure(RuntimeError):
+    """The input was fine but the run failed in a way the user can act on; the CLI exits 1 with the message."""
+
+
 class Strict(BaseModel):
     """Base for all configs: unknown keys are errors, and assignments are validated too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _origin(path: list[str], overrides: list[str], source: str) -> str:
+    """Return where the value at `path` came from: the last override that set it or a section above it, else the file."""
+    for item in reversed(overrides):
+        key = item.partition("=")[0].split(".")
+        if path[:len(key)] == key or key[:len(path)] == path:
+            return f"from the override {item}"
+    return f"in {source}"
+
+
+def _format_validation_error(err: ValidationError, source: str, overrides: list[str] = ()) -> str:
     lines = []
     for item in err.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        parts = [str(p) for p in item["loc"]]
+        path = ".".join(parts) or "<root>"
+        origin = _origin(parts, list(overrides), source)
         if item["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key (check its spelling against `--help` or the README)")
+            lines.append(f"{path}: unknown key, {origin} (check its spelling against `--help` or the README)")
+        elif item["type"] == "missing":
+            lines.append(f"{path}: {item['msg']}; set it {'in ' + source if origin.startswith('in ') else origin}")
         else:
-            lines.append(f"{path}: {item['msg']}")
+            lines.append(f"{path}: {item['msg']}; got {_shown(item.get('input'))} {origin}")
     return f"invalid config {source}:\n  " + "\n  ".join(lines)
 
 
-def build(model: type[M], data: dict[str, Any], source: str = "") -> M:
-    """Return `model` built from `data`, or raise ConfigError naming every bad field."""
+def build(model: type[M], data: dict[str, Any], source: str = "", overrides: list[str] = ()) -> M:
+    """Return `model` built from `data`, or raise ConfigError naming every bad field, its value and its source.
+
+    `overrides` are the key=value items applied to `data`, so an error can say which one set a bad value.
+    """
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source or f"({model.__name__})")) from None
+        raise ConfigError(_format_validation_error(err, source or f"({model.__name__})", overrides)) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -87,7 +112,7 @@ def load(model: type[M], path: str | Path | None, overrides: list[str] = (), bas
     """Return `model` from a YAML file (or `base`) with overrides applied, validated."""
     data = read_yaml(path) if path else copy.deepcopy(base or {})
     data = apply_overrides(data, list(overrides))
-    return build(model, data, source=str(path) if path else "(defaults)")
+    return build(model, data, source=str(path) if path else "(defaults)", overrides=list(overrides))
 
 
 def _nested_model(annotation) -> type[BaseModel] | None:

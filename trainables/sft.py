@@ -39,6 +39,7 @@ class TrainLog:
     total_steps: int
     step_losses: list[float] = field(default_factory=list)
     epoch_metrics: list[dict] = field(default_factory=list)
+    resumed_at_steps: list[int] = field(default_factory=list)  # where each restart picked up from a checkpoint
 
     def write(self, directory: Path) -> None:
         (Path(directory) / TRAINING_LOG).write_text(json.dumps(asdict(self), indent=1))
@@ -47,6 +48,68 @@ class TrainLog:
 def read_training_log(directory: str | Path) -> TrainLog:
     """Return the TrainLog saved in a checkpoint directory."""
     return TrainLog(**json.loads((Path(directory) / TRAINING_LOG).read_text()))
+
+
+@dataclass
+class ResumeState:
+    """Where the loop stood when a checkpoint was saved: enough for a restart to continue bit for bit.
+
+    Each worker saves its own (its RNG differs, and under FSDP so does its optimiser shard). The final
+    checkpoint saves no optimiser or scheduler: a restart there has nothing left to train.
+    """
+
+    step: int
+    log: TrainLog
+    epoch_losses: list[float]  # of the epoch in progress, so its mean covers all of its steps
+    epoch_tokens: float
+    rng: dict[str, torch.Tensor]
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+
+
+def resume_state_file(rank: int) -> str:
+    """Return the file name of one worker's ResumeState inside a checkpoint."""
+    return f"resume_state_rank{rank}.pt"
+
+
+def read_resume_state(directory: str | Path, rank: int) -> ResumeState | None:
+    """Return the ResumeState that worker `rank` saved in a checkpoint directory, or None if it saved none."""
+    path = Path(directory) / resume_state_file(rank)
+    if not path.is_file():
+        return None
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    return ResumeState(**{**data, "log": TrainLog(**data["log"])})
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def restore_weights(model: torch.nn.Module, directory: str | Path, cfg: AlignConfig) -> None:
+    """Load the trained weights of a checkpoint into `model` (before any DDP/FSDP wrapping)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if cfg.finetune == "lora":
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(directory / "adapter_model.safetensors"))
+        return
+    state = {}
+    for file in sorted(directory.glob("model*.safetensors")):
+        state.update(load_file(file))
+    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    if not state or unexpected:
+        raise RuntimeError(f"checkpoint {directory} does not hold this model's weights (unexpected: {unexpected[:3]})")
 
 
 def tokenize_examples(tokenizer, examples: list[Example], reasoning_format: str, max_seq_length: int) -> Features:
@@ -162,19 +225,26 @@ def run_training(
     progress: bool = True,
     on_step: Callable[[list[dict]], None] | None = None,
     on_epoch_end: Callable[[TrainLog, bool, list[dict]], None] | None = None,
+    on_checkpoint: Callable[[TrainLog, dict, list[dict], ResumeState, str], None] | None = None,
     report_interval_s: float = 0.0,
+    resume: ResumeState | None = None,
 ) -> TrainLog:
     """Return the TrainLog of SFT on `features`; this worker trains on its 1/world_size shard of each epoch.
 
     Callbacks run on every worker at the same steps, so that callers can report and save collectively:
     `on_step(steps)` with the metrics of each step since its last call, once `report_interval_s` has
-    passed on rank 0, and `on_epoch_end(log, is_last, steps)` after every epoch with the steps not yet
-    passed to on_step.
+    passed on rank 0; after every epoch either `on_epoch_end(log, is_last, steps)` with the steps not yet passed
+    to on_step, or, when a checkpoint is due, `on_checkpoint(log, metrics, steps, state, name)`, which
+    also runs every train.save_every_steps steps. Its name is `final` at the end, else `epoch_N` or
+    `step_N`. With `resume` (a ResumeState from a checkpoint) the loop continues where that one stopped:
+    same optimiser, schedule, data position and RNG, so the result equals an uninterrupted run.
     """
     train = cfg.train
     sampler = DistributedSampler(features, num_replicas=world_size, rank=rank, shuffle=True, seed=train.seed)
+    # Its own generator: by default each new iterator draws a seed from the global RNG, which would
+    # shift dropout masks after a resume mid-epoch.
     loader = DataLoader(features, batch_size=train.per_device_batch_size, sampler=sampler,
-                        collate_fn=partial(collate, pad_id=pad_id))
+                        collate_fn=partial(collate, pad_id=pad_id), generator=torch.Generator())
     per_epoch = steps_per_epoch(len(features), world_size, cfg)
     total_steps = min(train.epochs * per_epoch, train.max_steps or math.inf)
     optimizer = build_optimizer(model, cfg)
@@ -188,13 +258,32 @@ def run_training(
     log = TrainLog(num_examples=len(features), world_size=world_size, total_steps=total_steps)
     log_every = max(1, total_steps // 25)
     torch.manual_seed(train.seed + rank)  # dropout masks differ across workers, as their data does
+    step, epoch_losses, epoch_tokens = 0, [], 0.0
+    if resume is not None:
+        if resume.step >= total_steps:
+            return resume.log  # the checkpoint is the end of training; nothing is left to do
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        _set_rng_state(resume.rng)
+        log, step, epoch_losses, epoch_tokens = resume.log, resume.step, resume.epoch_losses, resume.epoch_tokens
+        log.resumed_at_steps.append(step)
+
+    def state(final: bool = False) -> ResumeState:
+        return ResumeState(step=step, log=log, epoch_losses=list(epoch_losses), epoch_tokens=epoch_tokens,
+                           rng=_rng_state(), optimizer=None if final else optimizer.state_dict(),
+                           scheduler=None if final else scheduler.state_dict())
 
     model.train()
-    step, unreported, last_report = 0, [], time.perf_counter()
-    for epoch in range(math.ceil(total_steps / per_epoch)):
+    unreported, last_report = [], time.perf_counter()
+    save_every = train.save_every_steps
+    for epoch in range(step // per_epoch, math.ceil(total_steps / per_epoch)):
         sampler.set_epoch(epoch)
-        epoch_start, epoch_losses, epoch_tokens = time.perf_counter(), [], 0.0
-        for group in _micro_batch_groups(loader, train.gradient_accumulation_steps):
+        done_in_epoch = step - epoch * per_epoch  # optimiser steps of this epoch already taken before a resume
+        epoch_start = time.perf_counter()
+        if done_in_epoch == 0:
+            epoch_losses, epoch_tokens = [], 0.0
+        groups = islice(_micro_batch_groups(loader, train.gradient_accumulation_steps), done_in_epoch, None)
+        for index, group in enumerate(groups, start=done_in_epoch):
             step_start = time.perf_counter()
             # loss, input tokens (no padding), examples of this step on this worker, and whether rank 0
             # wants to report; summed over workers below, so every worker reports at the same steps
@@ -238,7 +327,11 @@ def run_training(
                                  f"lr {learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s\n")
                 sys.stdout.flush()
             unreported.append(metrics)
-            if on_step and report_due:
+            epoch_ends = index + 1 == per_epoch or step == total_steps
+            if on_checkpoint and save_every and step % save_every == 0 and not epoch_ends:
+                on_checkpoint(log, metrics, unreported, state(), f"step_{step}")
+                unreported, last_report = [], time.perf_counter()
+            elif on_step and report_due:
                 on_step(unreported)
                 unreported, last_report = [], time.perf_counter()
             if step == total_steps:
@@ -247,18 +340,27 @@ def run_training(
         log.epoch_metrics.append({"epoch": epoch + 1, "steps": len(epoch_losses),
                                   "epoch_loss": sum(epoch_losses) / len(epoch_losses),
                                   "tokens_per_s": epoch_tokens / seconds, "epoch_seconds": seconds})
-        if on_epoch_end:
-            on_epoch_end(log, step == total_steps, unreported)
+        is_last = step == total_steps
+        if on_checkpoint and (is_last or train.save_every_epoch or (save_every and step % save_every == 0)):
+            name = "final" if is_last else f"epoch_{epoch + 1}" if train.save_every_epoch else f"step_{step}"
+            on_checkpoint(log, log.epoch_metrics[-1], unreported, state(final=is_last), name)
+            unreported, last_report = [], time.perf_counter()
+        elif on_epoch_end:
+            on_epoch_end(log, is_last, unreported)
             unreported, last_report = [], time.perf_counter()
     return log
 
 
 def save_checkpoint(model: torch.nn.Module, tokenizer, directory: str | Path, cfg: AlignConfig, log: TrainLog,
-                    rank: int = 0) -> None:
+                    rank: int = 0, resume: ResumeState | None = None) -> None:
     """Write an HF-format checkpoint on rank 0: a peft adapter for LoRA, weights plus tokenizer for full.
 
-    Call it on every rank: with FSDP the full state dict is gathered collectively first.
+    Call it on every rank: with FSDP the full state dict is gathered collectively first. Each rank
+    also writes its `resume` state, when given, so a restart can continue from this checkpoint.
     """
+    if resume is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        torch.save({**asdict(resume), "log": asdict(resume.log)}, Path(directory) / resume_state_file(rank))
     state_dict = None
     if isinstance(model, FullyShardedDataParallel):
         from trainables.fsdp import full_state_dict
