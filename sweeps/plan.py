@@ -56,7 +56,12 @@ def search_lines(spec: SweepSpec) -> list[str]:
              "objectives: " + ", ".join(f"{o.name} {o.direction}" for o in spec.objectives),
              "search space:"]
     for path, param in spec.search_space.items():
-        lines.append(f"  {path}: {param.kind} {list(param.bounds_or_choices(param.kind))}")
+        if param.bundles:
+            lines.append(f"  {path}: choice of {_count(len(param.bundles), 'bundle')}")
+            lines += [f"    {name}: " + ", ".join(f"{path}.{k}={v}" for k, v in fields.items())
+                      for name, fields in param.bundles.items()]
+        else:
+            lines.append(f"  {path}: {param.kind} {list(param.bounds_or_choices(param.kind))}")
     if spec.sampler == "grid":
         values = grid_values(spec.search_space)
         points = list(itertools.product(*values.values()))
@@ -205,6 +210,9 @@ def data_paths(spec: SweepSpec) -> list[str]:
     for field in ("data.path", "reasoning_data.path"):
         if field in spec.search_space:
             paths += [str(v) for v in spec.search_space[field].extremes()]
+        section = field.partition(".")[0]
+        bundles = spec.search_space[section].bundles if section in spec.search_space else None
+        paths += [str(fields["path"]) for fields in (bundles or {}).values() if "path" in fields]
     return list(dict.fromkeys(paths))
 
 

@@ -18,7 +18,7 @@ from sweeps.pareto import hypervolume, pareto_front
 from sweeps.plots import front_png
 from sweeps.plots_html import front_html
 from sweeps.readings import COUNT, format_reading, has_field, interval, is_collapsed, shared_count
-from sweeps.spec import SweepSpec
+from sweeps.spec import PARAM_KINDS, SweepSpec
 
 PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"
 # The point users look for: half the base model's harmful score, reasoning within 5 points of the base.
@@ -46,10 +46,20 @@ class SweepLayout:
                      else (100.0 if o["direction"] == "min" else 0.0) for o in objectives}
         searched = []
         for key, value in params.items():
-            head, _, kind = key.rpartition(".")
-            if key.startswith("search_space.") and value != "null" and head[len("search_space."):] not in searched:
-                searched.append(head[len("search_space."):])
+            parts = key.split(".")
+            # search_space.PATH.KIND[.BUNDLE.FIELD]: the searched path ends where its kind begins.
+            kind_at = next((i for i, part in enumerate(parts) if part in PARAM_KINDS and i > 1), None)
+            if parts[0] != "search_space" or kind_at is None or value == "null":
+                continue
+            path = ".".join(parts[1:kind_at])
+            if path not in searched:
+                searched.append(path)
         return cls(directions, reference, searched)
+
+    @property
+    def group_by(self) -> str | None:
+        """Return the searched field that names a trial's data source (a bundle, or a file), or None."""
+        return next((path for path in ("data", "data.path") if path in self.searched), None)
 
 
 def target_bounds(base: dict[str, float]) -> dict[str, float] | None:
@@ -91,6 +101,8 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
         record = {"trial_id": tags.get(tracking.TRIAL_ID_TAG, ""), "run_id": run.info.run_id,
                   "status": run.info.status, "params": {p: run.data.params.get(p) for p in layout.searched},
                   "checkpoint_dir": tags.get("checkpoint_dir", "")}
+        if layout.group_by:
+            record["group"] = record["params"].get(layout.group_by)
         if run.info.status == "FINISHED":
             for name in layout.directions:
                 for key in (name, name + CI_LOW, name + CI_HIGH, name + COUNT):

@@ -10,6 +10,7 @@ each range) must give a valid AlignConfig, so a bad range fails here, not in tri
 from __future__ import annotations
 
 import copy
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,7 @@ from trainables.config import AlignConfig
 from trainables.schema import ConfigError, Strict, apply_overrides, build, read_yaml
 
 PARAM_KINDS = ("choice", "loguniform", "uniform", "int")
+BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Which benchmark kind produces each objective (EvalResult's headline numbers).
 OBJECTIVE_SOURCES = {name: kind for name, (kind, _) in HEADLINES.items()}
 TINY_SPEC = Path(__file__).with_name("tiny.yaml")
@@ -31,8 +33,11 @@ TINY_SPEC = Path(__file__).with_name("tiny.yaml")
 class ParamSpec(Strict):
     """How Optuna samples one AlignConfig field: exactly one of choice, loguniform, uniform or int."""
 
-    choice: list[Any] | None = Field(None, min_length=1, description="Values to choose from (numbers, strings, "
-                                                                      "booleans or null).")
+    choice: list[Any] | dict[str, dict[str, Any]] | None = Field(
+        None, min_length=1, description="Values to choose from (numbers, strings, booleans or null), or named "
+        "bundles of fields that change together, e.g. data: {choice: {directrefusal: {path: ..., format: "
+        "directrefusal}, safechain: {path: ..., format: safechain}}}: each bundle's fields are set under the "
+        "searched path, and params, tables and plots show the bundle's name.")
     loguniform: tuple[float, float] | None = Field(None, description="[low, high]: a float sampled uniformly in "
                                                                      "log space; low > 0.")
     uniform: tuple[float, float] | None = Field(None, description="[low, high]: a float sampled uniformly.")
@@ -46,7 +51,14 @@ class ParamSpec(Strict):
         given = [kind for kind in PARAM_KINDS if self.bounds_or_choices(kind) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(PARAM_KINDS)} (got {', '.join(given) or 'none'})")
-        if self.choice is not None:
+        if isinstance(self.choice, dict):
+            for name, fields in self.choice.items():
+                if not BUNDLE_NAME.match(name):
+                    raise ValueError(f"choice: bundle name {name!r} must be letters, digits, _ . - (it is shown "
+                                     "in tables and MLflow)")
+                if not fields:
+                    raise ValueError(f"choice.{name}: a bundle sets at least one field")
+        elif self.choice is not None:
             bad = [v for v in self.choice if v is not None and not isinstance(v, (bool, int, float, str))]
             if bad:
                 raise ValueError(f"choice values must be numbers, strings, booleans or null; got {bad[0]!r} "
@@ -68,8 +80,25 @@ class ParamSpec(Strict):
         return next(kind for kind in PARAM_KINDS if self.bounds_or_choices(kind) is not None)
 
     def extremes(self) -> list[Any]:
-        """Return the values that bound what can be sampled: every choice, or both ends of the range."""
+        """Return the values that bound what can be sampled: every choice (a bundle's name), or both ends of the range."""
         return list(self.bounds_or_choices(self.kind))
+
+    @property
+    def bundles(self) -> dict[str, dict[str, Any]] | None:
+        """Return {bundle name: {dotted field: value}} of a choice of bundles, or None for any other kind."""
+        if not isinstance(self.choice, dict):
+            return None
+        return {name: _flatten_fields(fields) for name, fields in self.choice.items()}
+
+
+def _flatten_fields(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in fields.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten_fields(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class Objective(Strict):
@@ -318,21 +347,55 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return data
 
 
+def expand_point(space: dict[str, ParamSpec], point: dict[str, Any]) -> dict[str, Any]:
+    """Return a sampled point with each bundle's name replaced by its fields, sections before their fields.
+
+    `{data: safechain, data.size: 30}` becomes `{data.path: ..., data.format: safechain, data.size: 30}`.
+    """
+    out: dict[str, Any] = {}
+    for path in sorted(point, key=lambda p: p.count(".")):
+        bundles = space[path].bundles if path in space else None
+        if bundles is None:
+            out[path] = point[path]
+        else:
+            out.update({f"{path}.{field}": value for field, value in bundles[point[path]].items()})
+    return out
+
+
 def check_search_space(spec: SweepSpec) -> None:
     """Return None when every searched path exists and every value it can take gives a valid AlignConfig."""
     paths = sorted(spec.search_space)
     for path in paths:
-        check_path(path)
+        bundles = spec.search_space[path].bundles
+        if bundles is None:
+            check_path(path)
+        else:
+            for name, fields in bundles.items():
+                for field in fields:
+                    try:
+                        check_path(f"{path}.{field}")
+                    except ConfigError as err:
+                        raise ConfigError(f"search_space.{path}.choice.{name}: {err}") from None
         clash = next((other for other in paths if other.startswith(path + ".")), None)
-        if clash:
+        if clash and bundles is None:
             raise ConfigError(f"search_space.{path}: it contains {clash}, which is searched too; keep one")
+        if clash:
+            inner = clash[len(path) + 1:]
+            setter = next((name for name, fields in bundles.items() if inner in fields), None)
+            if setter:
+                raise ConfigError(f"search_space.{path}: bundle {setter!r} sets {inner}, which is searched too "
+                                  f"({clash}); drop it from the bundle or stop searching {clash}")
     base = spec.base.model_dump(mode="json")
     for path, param in spec.search_space.items():
         for value in param.extremes():
+            shown = f"bundle {value!r}" if param.bundles else f"value {value!r}"
+            data = base
+            for field, field_value in expand_point(spec.search_space, {path: value}).items():
+                data = set_path(data, field, field_value)
             try:
-                build(AlignConfig, set_path(base, path, value), source=f"(base with {path}={value!r})")
+                build(AlignConfig, data, source=f"(base with {path}={value!r})")
             except ConfigError as err:
-                raise ConfigError(f"search_space.{path}: the value {value!r} it can take is invalid: {err}") from None
+                raise ConfigError(f"search_space.{path}: the {shown} it can take is invalid: {err}") from None
 
 
 def check_objectives(spec: SweepSpec) -> None:

@@ -50,8 +50,13 @@ def result_metrics(result) -> dict[str, float]:
 
 def trial_config(spec: SweepSpec, point: dict[str, Any], trial_id: str):
     """Return the AlignConfig of one trial: the base with the sampled point, named after the trial."""
-    cfg = apply_point(spec.base, point)
+    cfg = apply_point(spec.base, point, spec.search_space)
     return cfg.model_copy(update={"name": f"{spec.name}-{trial_id}"})
+
+
+def bundle_params(spec: SweepSpec, point: dict[str, Any]) -> dict[str, str]:
+    """Return {searched path: bundle name} for the bundles of a point; their fields are logged as usual."""
+    return {path: str(value) for path, value in point.items() if spec.search_space[path].bundles}
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -90,7 +95,8 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     from trainables.align import run_alignment
 
     cfg = trial_config(spec, point, trial_id)
-    tracking.log_params(client, run_id, tracking.flatten_params(cfg.model_dump(mode="json")))
+    tracking.log_params(client, run_id, {**tracking.flatten_params(cfg.model_dump(mode="json")),
+                                         **bundle_params(spec, point)})
     client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
 
     aligned = run_alignment(cfg, progress=False)
