@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluators.metrics import CI_HIGH, CI_LOW
@@ -18,7 +18,7 @@ from sweeps.pareto import hypervolume, pareto_front
 from sweeps.plots import front_png
 from sweeps.plots_html import front_html
 from sweeps.readings import COUNT, format_reading, has_field, interval, is_collapsed, shared_count
-from sweeps.spec import PARAM_KINDS, SweepSpec
+from sweeps.spec import PARAM_KINDS, Constraint, SweepSpec, feasible
 
 PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"
 # The point users look for: half the base model's harmful score, reasoning within 5 points of the base.
@@ -32,10 +32,11 @@ class SweepLayout:
     directions: dict[str, str]
     reference: dict[str, float]
     searched: list[str]
+    constraints: list[Constraint] = field(default_factory=list)
 
     @classmethod
     def from_spec(cls, spec: SweepSpec) -> SweepLayout:
-        return cls(spec.directions(), spec.reference_point(), list(spec.search_space))
+        return cls(spec.directions(), spec.reference_point(), list(spec.search_space), spec.parsed_constraints())
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> SweepLayout:
@@ -54,7 +55,8 @@ class SweepLayout:
             path = ".".join(parts[1:kind_at])
             if path not in searched:
                 searched.append(path)
-        return cls(directions, reference, searched)
+        constraints = [Constraint.parse(text) for text in json.loads(params.get("constraints", "[]"))]
+        return cls(directions, reference, searched, constraints)
 
     @property
     def group_by(self) -> str | None:
@@ -93,6 +95,29 @@ def describe_target(trials: list[dict], base: dict[str, float]) -> str:
     return f"target ({region}): " + (f"reached by {', '.join(hits)}" if hits else "no trial reaches it")
 
 
+def cheapest_feasible(trials: list[dict]) -> int | None:
+    """Return the index of the feasible finished trial with the highest reasoning accuracy (the least tax), or None.
+
+    Without constraints every finished trial is feasible; a collapsed one never is an option.
+    """
+    candidates = [i for i, t in enumerate(trials) if t.get("status") == "FINISHED" and t.get("feasible") is not False
+                  and not t.get("collapsed") and t.get("reasoning_accuracy") is not None]
+    return max(candidates, key=lambda i: (trials[i]["reasoning_accuracy"], -trials[i].get("harmful_score", 0.0)),
+               default=None)
+
+
+def describe_cheapest(trials: list[dict], constraints: list[Constraint]) -> str:
+    """Return one line naming the cheapest feasible trial and its readings, or saying that none is feasible."""
+    bounds = " and ".join(map(str, constraints)) if constraints else "no constraints"
+    best = cheapest_feasible(trials)
+    if best is None:
+        return f"cheapest feasible trial ({bounds}): none is feasible"
+    t = trials[best]
+    readings = ", ".join(f"{name}={t[name]:.1f}" for name in ("harmful_score", "reasoning_accuracy") if name in t)
+    group = f", {t['group']}" if t.get("group") else ""
+    return f"cheapest feasible trial ({bounds}): {t['trial_id']} ({readings}{group})"
+
+
 def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepLayout) -> list[dict]:
     """Return one record per child run: trial id, status, objective values (finished runs only), params, error."""
     records = []
@@ -109,6 +134,10 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
                     if key in metrics:
                         record[key] = metrics[key]
             record["collapsed"] = tags.get(tracking.COLLAPSED_TAG) == "true"
+            record.update({c.name: metrics[c.name] for c in layout.constraints if c.name in metrics})
+        # Unknown (None) for unfinished trials and for sweeps without constraints, so tables stay quiet there.
+        known = run.info.status == "FINISHED" and layout.constraints
+        record["feasible"] = feasible(record, layout.constraints) if known else None
         if tags.get(tracking.ERROR_TAG):
             record["error"] = tags[tracking.ERROR_TAG].strip().splitlines()[-1]
         records.append(record)

@@ -57,7 +57,13 @@ def build_searcher(spec: SweepSpec):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(
+    from sweeps.constrained_search import ConstrainedOptunaSearch
+
+    searcher, options = OptunaSearch, {}
+    if spec.constraints:
+        searcher, options = ConstrainedOptunaSearch, {"constraints": spec.constraints}
+    return searcher(
+        **options,
         metric=[o.name for o in spec.objectives],
         mode=[o.direction for o in spec.objectives],
         sampler=build_sampler(spec),

@@ -13,10 +13,11 @@ import copy
 import re
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from evaluators.config import EvalConfig
 from evaluators.metrics import HEADLINES
@@ -112,6 +113,46 @@ class Objective(Strict):
                                                       "percentage (100 for min, 0 for max).")
 
 
+CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One feasibility bound on a reported headline, such as `harmful_score <= 10`."""
+
+    name: str
+    op: str  # "<=" or ">="
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        """Return the constraint `text` states; raise ValueError saying the accepted form."""
+        match = CONSTRAINT.match(text)
+        if not match or match.group(1) not in OBJECTIVE_SOURCES:
+            raise ValueError(f"{text!r} is not NAME <= NUMBER or NAME >= NUMBER with NAME one of "
+                             f"{', '.join(OBJECTIVE_SOURCES)} (e.g. \"harmful_score <= 10\")")
+        return cls(match.group(1), match.group(2), float(match.group(3)))
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.op} {self.bound:g}"
+
+    def violation(self, value: float) -> float:
+        """Return how far `value` breaks the bound (<= 0 when it holds): Optuna's constraint value."""
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+
+def feasible(record: dict[str, Any], constraints: list[Constraint]) -> bool | None:
+    """Return whether a trial's values meet every constraint; None when a constrained value is missing."""
+    values = [record.get(c.name) for c in constraints]
+    if any(not isinstance(v, (int, float)) for v in values):
+        return None
+    return all(c.violation(v) <= 0 for c, v in zip(constraints, values))
+
+
+# A constraint as the spec holds it: checked item by item (errors name constraints.N), kept in its normal form.
+ConstraintText = Annotated[str, AfterValidator(lambda text: str(Constraint.parse(text)))]
+
+
 def default_objectives() -> list[Objective]:
     return [Objective(name="harmful_score", direction="min"), Objective(name="reasoning_accuracy", direction="max")]
 
@@ -160,11 +201,12 @@ class OptunaSettings(Strict):
 class Estimate(Strict):
     """What you expect one trial to cost; the dry run turns it into the sweep's GPU-hours."""
 
-    gpu_hours_per_trial: float | None = Field(None, gt=0, description="GPU-hours of one trial's own resources: "
+    gpu_hours_per_trial: float | None = Field(None, gt=0, description="GPU-hours of one trial's own resources (one "
+                                              "training seed; replicates multiply it): "
                                               "its Train workers, and a full-weights checkpoint's evaluator "
                                               "while it is scored. null: no estimate.")
-    hours_per_trial: float | None = Field(None, gt=0, description="Wall-clock hours of one trial, training and "
-                                          "evaluation; gives the sweep's duration and the GPU-hours of the "
+    hours_per_trial: float | None = Field(None, gt=0, description="Wall-clock hours of one trial (one training "
+                                          "seed), training and evaluation; gives the sweep's duration and the GPU-hours of the "
                                           "evaluator and judge held for all of it.")
 
 
@@ -184,6 +226,12 @@ class SweepSpec(Strict):
     objectives: list[Objective] = Field(default_factory=default_objectives, min_length=2, description="The front's "
                                         "axes: harmful_score min and reasoning_accuracy max by default; add "
                                         "refusal_rate min as a third.")
+    constraints: list[ConstraintText] = Field(default_factory=list, description="Feasibility bounds on reported headlines, "
+                                   "e.g. [\"harmful_score <= 10\", \"reasoning_accuracy >= 50\"]. Optuna's samplers "
+                                   "(NSGA-II, TPE) prefer trials that meet them; tables and plots mark each trial "
+                                   "feasible or not, and `safetytax pareto` names the cheapest feasible trial (the "
+                                   "feasible one with the highest reasoning_accuracy). The grid ignores them "
+                                   "when sampling.")
     sampler: Literal["nsga2", "tpe", "grid"] = Field("nsga2", description="Optuna sampler: nsga2 (NSGA-II), tpe "
                                                      "(multi-objective TPE) or grid (every combination of choice/"
                                                      "int values).")
@@ -193,6 +241,11 @@ class SweepSpec(Strict):
     startup_trials: int | None = Field(None, ge=1, description="TPE: random trials before the model-based ones; "
                                        "null uses Optuna's 10.")
     num_samples: int = Field(8, ge=1, description="Trials to run (for grid: at most the number of grid points).")
+    replicates: int = Field(1, ge=1, description="Training seeds per sampled point: each trial trains and scores "
+                            "the point K times (train.seed, train.seed + 1, ...) and reports the mean of each reading "
+                            "with a 95% Student-t interval across seeds (NAME_ci_low, NAME_ci_high); the front is "
+                            "built on the means and every seed's readings stay in MLflow as seed<k>/NAME. 1 keeps "
+                            "one run per point.")
     max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once; each runs its own Ray "
                                        "Train workers, so size this to the cluster.")
     resources_per_trial: dict[str, float] = Field(
@@ -254,6 +307,9 @@ class SweepSpec(Strict):
     def experiment_path(self) -> str:
         """Return where Tune keeps this sweep's state: storage_path/name."""
         return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [Constraint.parse(text) for text in self.constraints]
 
     def directions(self) -> dict[str, str]:
         """Return {objective: "min" | "max"} in the spec's order."""
@@ -407,6 +463,11 @@ def check_objectives(spec: SweepSpec) -> None:
         needed = OBJECTIVE_SOURCES[objective.name]
         if needed not in kinds:
             raise ConfigError(f"objectives: {objective.name} needs a {needed} benchmark in evaluation.benchmarks "
+                              f"(have {', '.join(spec.evaluation.benchmarks)})")
+    for i, constraint in enumerate(spec.parsed_constraints()):
+        needed = OBJECTIVE_SOURCES[constraint.name]
+        if needed not in kinds:
+            raise ConfigError(f"constraints.{i}: {constraint} needs a {needed} benchmark in evaluation.benchmarks "
                               f"(have {', '.join(spec.evaluation.benchmarks)})")
 
 
