@@ -81,6 +81,10 @@ def sweep_command(args: argparse.Namespace) -> int:
           + ", ".join(f"{k}={v:g}" for k, v in spec.reference_point().items()) + ")")
     print(f"plot: {outcome.plot}")
     print(f"runs: mlflow ui --backend-store-uri {outcome.tracking_uri}  (experiment {spec.experiment_name})")
+    if spec.optuna.storage:
+        from sweeps.tracking import redact_uri
+
+        print(f"study: optuna-dashboard {redact_uri(spec.optuna.storage)}  (study {spec.study_name})")
     if not outcome.finished:
         again = " ".join(["safetytax sweep", *args.items, "--resume"])
         print(f"the sweep stopped early; continue it with: {again}")

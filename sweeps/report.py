@@ -250,6 +250,32 @@ def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[d
     return front, volume, tracking.artifact_local_path(client, parent_run_id, PLOT_PNG)
 
 
+# MLflow's UI opens an experiment of this kind as model training (runs, metrics, charts), not as GenAI traces.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the run's description in MLflow's UI
+
+
+def tag_experiment(client, experiment_id: str) -> None:
+    """Mark the sweep's experiment as model training, so MLflow's UI shows its runs and charts first."""
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def describe_sweep(client, parent_run_id: str, layout: SweepLayout, trials: list[dict], front: list[int],
+                   base: dict[str, float], study: str | None = None) -> str:
+    """Return, and set as the parent run's description, where the front is and which trial is the cheapest feasible."""
+    finished = sum(t["status"] == "FINISHED" for t in trials)
+    lines = [f"**Pareto front**: {len(front)} of {finished} finished trials ({len(trials)} in all). Plots: the "
+             f"artifacts `{PLOT_HTML}` (interactive) and `{PLOT_PNG}`; the front's trials and their settings: "
+             f"`{FRONT_CSV}`; the child runs on it carry the tag `{tracking.PARETO_TAG}=true`.",
+             "", describe_cheapest(trials, layout.constraints) + ".",
+             "", describe_target(trials, base) + "."]
+    if study:
+        lines += ["", f"Optuna's own view of the search: `optuna-dashboard {study}`."]
+    note = "\n".join(lines)
+    client.set_tag(parent_run_id, NOTE_TAG, note)
+    return note
+
+
 def base_point(params_metrics: dict[str, float]) -> dict[str, float]:
     """Return the base model's metrics from a parent run's metrics (logged as base_model/NAME)."""
     prefix = "base_model/"

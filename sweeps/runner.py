@@ -20,7 +20,7 @@ from ray import tune
 
 from sweeps import tracking
 from sweeps.readings import format_reading
-from sweeps.report import SweepLayout, base_point, record_front, trial_records
+from sweeps.report import SweepLayout, base_point, describe_sweep, record_front, tag_experiment, trial_records
 from sweeps.search_space import apply_point, build_searcher, check_study_storage, tune_param_space
 from sweeps.spec import SweepSpec
 from sweeps.trial import TrialContext, result_metrics, run_trial
@@ -243,6 +243,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
 
         client = tracking.client(tracking_uri)
         experiment_id = tracking.experiment_id(client, spec.experiment_name)
+        tag_experiment(client, experiment_id)
         spec_params = tracking.flatten_params(_loggable_spec(spec))
         parent_run_id = _open_parent(client, spec, experiment_id, resume, spec_params)
         base = _evaluate_base(client, service, spec, parent_run_id)
@@ -262,6 +263,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         outcome.trials = trial_records(client, experiment_id, parent_run_id, layout)
         outcome.front, outcome.hypervolume, outcome.plot = record_front(client, parent_run_id, layout,
                                                                         outcome.trials, base, title=spec.name)
+        describe_sweep(client, parent_run_id, layout, outcome.trials, outcome.front, base,
+                       study=tracking.redact_uri(spec.optuna.storage) if spec.optuna.storage else None)
         tracking.log_metrics(client, parent_run_id, {"sweep_minutes": (time.monotonic() - started) / 60})
         client.set_terminated(parent_run_id, status="FINISHED" if finished else "KILLED")
         return outcome

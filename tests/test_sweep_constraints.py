@@ -8,7 +8,8 @@ import ray
 
 from sweeps import tracking
 from sweeps.cli import main
-from sweeps.report import SweepLayout, cheapest_feasible, trial_records
+from sweeps.report import (EXPERIMENT_KIND_TAG, NOTE_TAG, SweepLayout, cheapest_feasible, describe_sweep,
+                           pareto_front, tag_experiment, trial_records)
 from sweeps.runner import _loggable_spec
 from sweeps.search_space import build_searcher, tune_param_space
 from sweeps.spec import TINY_SPEC, Constraint, load_spec
@@ -96,6 +97,16 @@ def test_records_say_feasible_and_pareto_names_the_cheapest_feasible_trial(tmp_p
     records = trial_records(client, experiment, parent_id, layout)
     assert [r["feasible"] for r in records] == [False, True, True, False]
     assert records[cheapest_feasible(records)]["trial_id"] == "c"
+
+    # What a user opens: MLflow shows the experiment as model training, the sweep run says where the front is.
+    tag_experiment(client, experiment)
+    assert client.get_experiment(experiment).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    front = pareto_front(records, layout.directions)
+    describe_sweep(client, parent_id, layout, records, front, {}, study="sqlite:///optuna.db")
+    note = client.get_run(parent_id).data.tags[NOTE_TAG]
+    assert f"{len(front)} of 4 finished trials" in note and "pareto_front.html" in note
+    assert "cheapest feasible trial (harmful_score <= 10 and reasoning_accuracy >= 50): c" in note
+    assert "optuna-dashboard sqlite:///optuna.db" in note
 
     monkeypatch.chdir(tmp_path)
     assert main(["pareto", "--experiment", "constraints", "--tracking-uri", uri]) == 0
