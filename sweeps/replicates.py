@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 import statistics
 
+from evaluators.metrics import CI_HIGH as HIGH
+from evaluators.metrics import CI_LOW as LOW
+
 # Two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30; above 30 the normal 1.96 is within 2%.
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)
-LOW, HIGH = "_ci_low", "_ci_high"  # suffixes of an interval's ends: harmful_score_ci_low, harmful_score_ci_high
 
 
 def seed_key(k: int, name: str) -> str:

@@ -102,6 +102,11 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     readings = [_train_and_evaluate_once(spec, context, replicate, trial_id, client, run_id, k, len(replicates))
                 for k, replicate in enumerate(replicates)]
     metrics = combine_readings(readings, HEADLINES)
+    # A point is collapsed when any of its seeds collapsed: the mean of a broken model's readings is no reading.
+    collapsed = any(r.get("collapsed") for r in readings)
+    if "collapsed" in metrics:
+        metrics["collapsed"] = float(collapsed)
+    client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if collapsed else "false")
     tracking.log_metrics(client, run_id, metrics)
     return metrics
 
@@ -145,7 +150,6 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
     if missing:
         raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
     client.set_tag(run_id, "judge", evaluation.judge)
-    client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if evaluation.collapsed else "false")
     for path in evaluation.sample_files.values():
         if Path(path).is_file():
             tracking.log_artifact(client, run_id, path, f"samples/{prefix}".rstrip("/"))
