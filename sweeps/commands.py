@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweeps.report import describe_target, front_table
+from sweeps.report import describe_cheapest, describe_target, front_table
 from sweeps.spec import TINY_SPEC, SweepSpec, load_spec
 from trainables.schema import ConfigError
 
@@ -76,10 +76,15 @@ def sweep_command(args: argparse.Namespace) -> int:
     outcome = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)
     print(front_table(outcome.trials, outcome.front, spec.directions(), list(spec.search_space), outcome.base))
     print(describe_target(outcome.trials, outcome.base))
+    print(describe_cheapest(outcome.trials, spec.parsed_constraints()))
     print(f"hypervolume: {outcome.hypervolume:.1f} (reference "
           + ", ".join(f"{k}={v:g}" for k, v in spec.reference_point().items()) + ")")
     print(f"plot: {outcome.plot}")
     print(f"runs: mlflow ui --backend-store-uri {outcome.tracking_uri}  (experiment {spec.experiment_name})")
+    if spec.optuna.storage:
+        from sweeps.tracking import redact_uri
+
+        print(f"study: optuna-dashboard {redact_uri(spec.optuna.storage)}  (study {spec.study_name})")
     if not outcome.finished:
         again = " ".join(["safetytax sweep", *args.items, "--resume"])
         print(f"the sweep stopped early; continue it with: {again}")
@@ -114,6 +119,7 @@ def pareto_command(args: argparse.Namespace) -> int:
     print(f"sweep run {parent.info.run_id} ({parent.info.run_name}, {parent.info.status})")
     print(front_table(trials, front, layout.directions, layout.searched, base))
     print(describe_target(trials, base))
+    print(describe_cheapest(trials, layout.constraints))
     plot = tracking.artifact_local_path(client, parent.info.run_id, PLOT_PNG)
     if plot is None or parent.info.status == "RUNNING":
         # The sweep has not logged its final plot yet: draw the current front here.

@@ -51,12 +51,22 @@ def search_lines(spec: SweepSpec) -> list[str]:
     sampler = {"nsga2": f"NSGA-II (population {spec.population_size or 50})",
                "tpe": f"multi-objective TPE ({spec.startup_trials or 10} random trials first)",
                "grid": "grid (Optuna's GridSampler)"}[spec.sampler]
+    runs = ""
+    if spec.replicates > 1:
+        runs = (f", each trained and scored with {spec.replicates} training seeds (train.seed {spec.base.train.seed} "
+                f"to {spec.base.train.seed + spec.replicates - 1}): {spec.num_samples * spec.replicates} training "
+                "runs and evaluations")
     lines = [f"sampler: {sampler}, seed {spec.seed}",
-             f"{_count(spec.num_samples, 'trial')}, at most {spec.max_concurrent_trials} at once",
+             f"{_count(spec.num_samples, 'trial')}, at most {spec.max_concurrent_trials} at once{runs}",
              "objectives: " + ", ".join(f"{o.name} {o.direction}" for o in spec.objectives),
              "search space:"]
     for path, param in spec.search_space.items():
-        lines.append(f"  {path}: {param.kind} {list(param.bounds_or_choices(param.kind))}")
+        if param.bundles:
+            lines.append(f"  {path}: choice of {_count(len(param.bundles), 'bundle')}")
+            lines += [f"    {name}: " + ", ".join(f"{path}.{k}={v}" for k, v in fields.items())
+                      for name, fields in param.bundles.items()]
+        else:
+            lines.append(f"  {path}: {param.kind} {list(param.bounds_or_choices(param.kind))}")
     if spec.sampler == "grid":
         values = grid_values(spec.search_space)
         points = list(itertools.product(*values.values()))
@@ -175,13 +185,16 @@ def estimate_lines(spec: SweepSpec, held_gpus: float) -> list[str]:
     if estimate.gpu_hours_per_trial is None and estimate.hours_per_trial is None:
         return ["GPU-hours: no estimate (set estimate.gpu_hours_per_trial and estimate.hours_per_trial)"]
     lines, total = [], 0.0
+    # The estimate is for one training seed; a trial with replicates trains and scores K times in a row.
+    k = spec.replicates
+    times = f" x {k} replicates" if k > 1 else ""
     if estimate.gpu_hours_per_trial is not None:
-        total = spec.num_samples * estimate.gpu_hours_per_trial
-        lines.append(f"GPU-hours of the trials: {spec.num_samples} x {estimate.gpu_hours_per_trial:g} = {total:g}")
+        total = spec.num_samples * k * estimate.gpu_hours_per_trial
+        lines.append(f"GPU-hours of the trials: {spec.num_samples}{times} x {estimate.gpu_hours_per_trial:g} = {total:g}")
     if estimate.hours_per_trial is not None:
         rounds = math.ceil(spec.num_samples / spec.max_concurrent_trials)
-        hours = rounds * estimate.hours_per_trial
-        lines.append(f"duration: {_count(rounds, 'round')} of {_count(spec.max_concurrent_trials, 'trial')} x "
+        hours = rounds * k * estimate.hours_per_trial
+        lines.append(f"duration: {_count(rounds, 'round')} of {_count(spec.max_concurrent_trials, 'trial')}{times} x "
                      f"{estimate.hours_per_trial:g} h = {hours:g} h; held GPUs: {held_gpus:g} x {hours:g} h = "
                      f"{held_gpus * hours:g} GPU-hours")
         if estimate.gpu_hours_per_trial is not None:
@@ -205,6 +218,9 @@ def data_paths(spec: SweepSpec) -> list[str]:
     for field in ("data.path", "reasoning_data.path"):
         if field in spec.search_space:
             paths += [str(v) for v in spec.search_space[field].extremes()]
+        section = field.partition(".")[0]
+        bundles = spec.search_space[section].bundles if section in spec.search_space else None
+        paths += [str(fields["path"]) for fields in (bundles or {}).values() if "path" in fields]
     return list(dict.fromkeys(paths))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluators.metrics import CI_HIGH, CI_LOW
@@ -18,7 +18,7 @@ from sweeps.pareto import hypervolume, pareto_front
 from sweeps.plots import front_png
 from sweeps.plots_html import front_html
 from sweeps.readings import COUNT, format_reading, has_field, interval, is_collapsed, shared_count
-from sweeps.spec import SweepSpec
+from sweeps.spec import PARAM_KINDS, Constraint, SweepSpec, feasible
 
 PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"
 # The point users look for: half the base model's harmful score, reasoning within 5 points of the base.
@@ -32,10 +32,11 @@ class SweepLayout:
     directions: dict[str, str]
     reference: dict[str, float]
     searched: list[str]
+    constraints: list[Constraint] = field(default_factory=list)
 
     @classmethod
     def from_spec(cls, spec: SweepSpec) -> SweepLayout:
-        return cls(spec.directions(), spec.reference_point(), list(spec.search_space))
+        return cls(spec.directions(), spec.reference_point(), list(spec.search_space), spec.parsed_constraints())
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> SweepLayout:
@@ -46,10 +47,21 @@ class SweepLayout:
                      else (100.0 if o["direction"] == "min" else 0.0) for o in objectives}
         searched = []
         for key, value in params.items():
-            head, _, kind = key.rpartition(".")
-            if key.startswith("search_space.") and value != "null" and head[len("search_space."):] not in searched:
-                searched.append(head[len("search_space."):])
-        return cls(directions, reference, searched)
+            parts = key.split(".")
+            # search_space.PATH.KIND[.BUNDLE.FIELD]: the searched path ends where its kind begins.
+            kind_at = next((i for i, part in enumerate(parts) if part in PARAM_KINDS and i > 1), None)
+            if parts[0] != "search_space" or kind_at is None or value == "null":
+                continue
+            path = ".".join(parts[1:kind_at])
+            if path not in searched:
+                searched.append(path)
+        constraints = [Constraint.parse(text) for text in json.loads(params.get("constraints", "[]"))]
+        return cls(directions, reference, searched, constraints)
+
+    @property
+    def group_by(self) -> str | None:
+        """Return the searched field that names a trial's data source (a bundle, or a file), or None."""
+        return next((path for path in ("data", "data.path") if path in self.searched), None)
 
 
 def target_bounds(base: dict[str, float]) -> dict[str, float] | None:
@@ -83,6 +95,29 @@ def describe_target(trials: list[dict], base: dict[str, float]) -> str:
     return f"target ({region}): " + (f"reached by {', '.join(hits)}" if hits else "no trial reaches it")
 
 
+def cheapest_feasible(trials: list[dict]) -> int | None:
+    """Return the index of the feasible finished trial with the highest reasoning accuracy (the least tax), or None.
+
+    Without constraints every finished trial is feasible; a collapsed one never is an option.
+    """
+    candidates = [i for i, t in enumerate(trials) if t.get("status") == "FINISHED" and t.get("feasible") is not False
+                  and not t.get("collapsed") and t.get("reasoning_accuracy") is not None]
+    return max(candidates, key=lambda i: (trials[i]["reasoning_accuracy"], -trials[i].get("harmful_score", 0.0)),
+               default=None)
+
+
+def describe_cheapest(trials: list[dict], constraints: list[Constraint]) -> str:
+    """Return one line naming the cheapest feasible trial and its readings, or saying that none is feasible."""
+    bounds = " and ".join(map(str, constraints)) if constraints else "no constraints"
+    best = cheapest_feasible(trials)
+    if best is None:
+        return f"cheapest feasible trial ({bounds}): none is feasible"
+    t = trials[best]
+    readings = ", ".join(f"{name}={t[name]:.1f}" for name in ("harmful_score", "reasoning_accuracy") if name in t)
+    group = f", {t['group']}" if t.get("group") else ""
+    return f"cheapest feasible trial ({bounds}): {t['trial_id']} ({readings}{group})"
+
+
 def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepLayout) -> list[dict]:
     """Return one record per child run: trial id, status, objective values (finished runs only), params, error."""
     records = []
@@ -91,12 +126,18 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
         record = {"trial_id": tags.get(tracking.TRIAL_ID_TAG, ""), "run_id": run.info.run_id,
                   "status": run.info.status, "params": {p: run.data.params.get(p) for p in layout.searched},
                   "checkpoint_dir": tags.get("checkpoint_dir", "")}
+        if layout.group_by:
+            record["group"] = record["params"].get(layout.group_by)
         if run.info.status == "FINISHED":
             for name in layout.directions:
                 for key in (name, name + CI_LOW, name + CI_HIGH, name + COUNT):
                     if key in metrics:
                         record[key] = metrics[key]
             record["collapsed"] = tags.get(tracking.COLLAPSED_TAG) == "true"
+            record.update({c.name: metrics[c.name] for c in layout.constraints if c.name in metrics})
+        # Unknown (None) for unfinished trials and for sweeps without constraints, so tables stay quiet there.
+        known = run.info.status == "FINISHED" and layout.constraints
+        record["feasible"] = feasible(record, layout.constraints) if known else None
         if tags.get(tracking.ERROR_TAG):
             record["error"] = tags[tracking.ERROR_TAG].strip().splitlines()[-1]
         records.append(record)
@@ -207,6 +248,32 @@ def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[d
         for path in files:
             tracking.log_artifact(client, parent_run_id, path)
     return front, volume, tracking.artifact_local_path(client, parent_run_id, PLOT_PNG)
+
+
+# MLflow's UI opens an experiment of this kind as model training (runs, metrics, charts), not as GenAI traces.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the run's description in MLflow's UI
+
+
+def tag_experiment(client, experiment_id: str) -> None:
+    """Mark the sweep's experiment as model training, so MLflow's UI shows its runs and charts first."""
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def describe_sweep(client, parent_run_id: str, layout: SweepLayout, trials: list[dict], front: list[int],
+                   base: dict[str, float], study: str | None = None) -> str:
+    """Return, and set as the parent run's description, where the front is and which trial is the cheapest feasible."""
+    finished = sum(t["status"] == "FINISHED" for t in trials)
+    lines = [f"**Pareto front**: {len(front)} of {finished} finished trials ({len(trials)} in all). Plots: the "
+             f"artifacts `{PLOT_HTML}` (interactive) and `{PLOT_PNG}`; the front's trials and their settings: "
+             f"`{FRONT_CSV}`; the child runs on it carry the tag `{tracking.PARETO_TAG}=true`.",
+             "", describe_cheapest(trials, layout.constraints) + ".",
+             "", describe_target(trials, base) + "."]
+    if study:
+        lines += ["", f"Optuna's own view of the search: `optuna-dashboard {study}`."]
+    note = "\n".join(lines)
+    client.set_tag(parent_run_id, NOTE_TAG, note)
+    return note
 
 
 def base_point(params_metrics: dict[str, float]) -> dict[str, float]:

@@ -20,7 +20,7 @@ from ray import tune
 
 from sweeps import tracking
 from sweeps.readings import format_reading
-from sweeps.report import SweepLayout, base_point, record_front, trial_records
+from sweeps.report import SweepLayout, base_point, describe_sweep, record_front, tag_experiment, trial_records
 from sweeps.search_space import apply_point, build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
 from sweeps.spec import SweepSpec
 from sweeps.trial import RECORDED_FLAG, TrialContext, result_metrics, run_trial
@@ -57,23 +57,39 @@ def check_resume_state(spec: SweepSpec, resume: bool) -> None:
 
 
 def check_data(spec: SweepSpec) -> None:
-    """Return None when the largest data the search can ask for exists; raise ConfigError naming the field."""
+    """Return None when the largest data the search can ask for exists, with every data source it can pick.
+
+    Numeric fields (data.size, reasoning_mix) are checked at their largest value; every other searched data
+    value (a file, a bundle of path and format) is checked in each combination with them. ConfigError names
+    the field, and the bundle when one is at fault.
+    """
+    import itertools
+
     from trainables.data import load_examples, mix_reasoning
 
     largest: dict[str, Any] = {}
+    sources: dict[str, list[Any]] = {}
     for path, param in spec.search_space.items():
-        if not (path.startswith(("data.", "reasoning_data.")) or path == "reasoning_mix"):
+        if not (path in ("data", "reasoning_data") or path.startswith(("data.", "reasoning_data."))
+                or path == "reasoning_mix"):
             continue
         numbers = [v for v in param.extremes() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if numbers and len(numbers) == len(param.extremes()):
+        if numbers and len(numbers) == len(param.extremes()) and not param.bundles:
             largest[path] = max(numbers)
-        else:  # e.g. a choice of data files: each must load
-            for value in param.extremes():
-                load_examples(apply_point(spec.base, {path: value}).data)
-    cfg = apply_point(spec.base, largest)
-    examples = load_examples(cfg.data)
-    if cfg.reasoning_mix > 0:
-        mix_reasoning(examples, load_examples(cfg.reasoning_data), cfg.reasoning_mix, cfg.train.seed)
+        else:  # e.g. a choice of data files or of data bundles: each must load
+            sources[path] = param.extremes()
+    for combination in itertools.product(*sources.values()):
+        picked = dict(zip(sources, combination))
+        cfg = apply_point(spec.base, {**largest, **picked}, spec.search_space)
+        try:
+            examples = load_examples(cfg.data)
+            if cfg.reasoning_mix > 0:
+                mix_reasoning(examples, load_examples(cfg.reasoning_data), cfg.reasoning_mix, cfg.train.seed)
+        except ConfigError as err:
+            if not picked:
+                raise
+            where = ", ".join(f"search_space.{path}={value}" for path, value in picked.items())
+            raise ConfigError(f"{err} (with {where})") from None
 
 
 # Fields a resumed sweep may change: Tune restores its own copies of the first ones, and the rest
@@ -268,6 +284,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
 
         client = tracking.client(tracking_uri)
         experiment_id = tracking.experiment_id(client, spec.experiment_name)
+        tag_experiment(client, experiment_id)
         spec_params = tracking.flatten_params(_loggable_spec(spec))
         parent_run_id = _open_parent(client, spec, experiment_id, resume, spec_params)
         base = _evaluate_base(client, service, spec, parent_run_id)
@@ -291,6 +308,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         outcome.trials = trial_records(client, experiment_id, parent_run_id, layout)
         outcome.front, outcome.hypervolume, outcome.plot = record_front(client, parent_run_id, layout,
                                                                         outcome.trials, base, title=spec.name)
+        describe_sweep(client, parent_run_id, layout, outcome.trials, outcome.front, base,
+                       study=tracking.redact_uri(spec.optuna.storage) if spec.optuna.storage else None)
         tracking.log_metrics(client, parent_run_id, {"sweep_minutes": (time.monotonic() - started) / 60})
         client.set_terminated(parent_run_id, status="FINISHED" if finished else "KILLED")
         return outcome

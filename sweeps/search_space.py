@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sweeps.spec import ParamSpec, SweepSpec, set_path
+from sweeps.spec import ParamSpec, SweepSpec, expand_point, set_path
 from sweeps.tracking import redact_uri
 from trainables.config import AlignConfig
 from trainables.schema import ConfigError, build
@@ -18,7 +18,7 @@ def tune_param_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
     out = {}
     for path, param in space.items():
         if param.kind == "choice":
-            out[path] = tune.choice(param.choice)
+            out[path] = tune.choice(list(param.choice))  # a bundle is sampled by its name
         elif param.kind == "loguniform":
             out[path] = tune.loguniform(*param.loguniform)
         elif param.kind == "uniform":
@@ -57,7 +57,13 @@ def build_searcher(spec: SweepSpec):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(
+    from sweeps.constrained_search import ConstrainedOptunaSearch
+
+    searcher, options = OptunaSearch, {}
+    if spec.constraints:
+        searcher, options = ConstrainedOptunaSearch, {"constraints": spec.constraints}
+    return searcher(
+        **options,
         metric=[o.name for o in spec.objectives],
         mode=[o.direction for o in spec.objectives],
         sampler=build_sampler(spec),
@@ -117,9 +123,9 @@ def fail_orphan_trials(spec: SweepSpec) -> int:
     return len(orphans)
 
 
-def apply_point(base: AlignConfig, point: dict[str, Any]) -> AlignConfig:
-    """Return the base AlignConfig with each sampled `dotted.path: value` set, validated again."""
+def apply_point(base: AlignConfig, point: dict[str, Any], space: dict[str, ParamSpec] | None = None) -> AlignConfig:
+    """Return the base AlignConfig with each sampled `dotted.path: value` set (bundles of `space` expanded), validated again."""
     data = base.model_dump(mode="json")
-    for path, value in point.items():
+    for path, value in expand_point(space or {}, point).items():
         data = set_path(data, path, value)
     return build(AlignConfig, data, source=f"(base with {point})")

@@ -10,12 +10,14 @@ each range) must give a valid AlignConfig, so a bad range fails here, not in tri
 from __future__ import annotations
 
 import copy
+import re
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from evaluators.config import EvalConfig
 from evaluators.metrics import HEADLINES
@@ -23,6 +25,7 @@ from trainables.config import AlignConfig
 from trainables.schema import ConfigError, Strict, apply_overrides, build, read_yaml
 
 PARAM_KINDS = ("choice", "loguniform", "uniform", "int")
+BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Which benchmark kind produces each objective (EvalResult's headline numbers).
 OBJECTIVE_SOURCES = {name: kind for name, (kind, _) in HEADLINES.items()}
 TINY_SPEC = Path(__file__).with_name("tiny.yaml")
@@ -31,8 +34,11 @@ TINY_SPEC = Path(__file__).with_name("tiny.yaml")
 class ParamSpec(Strict):
     """How Optuna samples one AlignConfig field: exactly one of choice, loguniform, uniform or int."""
 
-    choice: list[Any] | None = Field(None, min_length=1, description="Values to choose from (numbers, strings, "
-                                                                      "booleans or null).")
+    choice: list[Any] | dict[str, dict[str, Any]] | None = Field(
+        None, min_length=1, description="Values to choose from (numbers, strings, booleans or null), or named "
+        "bundles of fields that change together, e.g. data: {choice: {directrefusal: {path: ..., format: "
+        "directrefusal}, safechain: {path: ..., format: safechain}}}: each bundle's fields are set under the "
+        "searched path, and params, tables and plots show the bundle's name.")
     loguniform: tuple[float, float] | None = Field(None, description="[low, high]: a float sampled uniformly in "
                                                                      "log space; low > 0.")
     uniform: tuple[float, float] | None = Field(None, description="[low, high]: a float sampled uniformly.")
@@ -46,7 +52,14 @@ class ParamSpec(Strict):
         given = [kind for kind in PARAM_KINDS if self.bounds_or_choices(kind) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(PARAM_KINDS)} (got {', '.join(given) or 'none'})")
-        if self.choice is not None:
+        if isinstance(self.choice, dict):
+            for name, fields in self.choice.items():
+                if not BUNDLE_NAME.match(name):
+                    raise ValueError(f"choice: bundle name {name!r} must be letters, digits, _ . - (it is shown "
+                                     "in tables and MLflow)")
+                if not fields:
+                    raise ValueError(f"choice.{name}: a bundle sets at least one field")
+        elif self.choice is not None:
             bad = [v for v in self.choice if v is not None and not isinstance(v, (bool, int, float, str))]
             if bad:
                 raise ValueError(f"choice values must be numbers, strings, booleans or null; got {bad[0]!r} "
@@ -68,8 +81,25 @@ class ParamSpec(Strict):
         return next(kind for kind in PARAM_KINDS if self.bounds_or_choices(kind) is not None)
 
     def extremes(self) -> list[Any]:
-        """Return the values that bound what can be sampled: every choice, or both ends of the range."""
+        """Return the values that bound what can be sampled: every choice (a bundle's name), or both ends of the range."""
         return list(self.bounds_or_choices(self.kind))
+
+    @property
+    def bundles(self) -> dict[str, dict[str, Any]] | None:
+        """Return {bundle name: {dotted field: value}} of a choice of bundles, or None for any other kind."""
+        if not isinstance(self.choice, dict):
+            return None
+        return {name: _flatten_fields(fields) for name, fields in self.choice.items()}
+
+
+def _flatten_fields(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in fields.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten_fields(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class Objective(Strict):
@@ -81,6 +111,46 @@ class Objective(Strict):
     direction: Literal["min", "max"] = Field(description="min: lower is better; max: higher is better.")
     reference: float | None = Field(None, description="Hypervolume reference value; null takes the worst "
                                                       "percentage (100 for min, 0 for max).")
+
+
+CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One feasibility bound on a reported headline, such as `harmful_score <= 10`."""
+
+    name: str
+    op: str  # "<=" or ">="
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        """Return the constraint `text` states; raise ValueError saying the accepted form."""
+        match = CONSTRAINT.match(text)
+        if not match or match.group(1) not in OBJECTIVE_SOURCES:
+            raise ValueError(f"{text!r} is not NAME <= NUMBER or NAME >= NUMBER with NAME one of "
+                             f"{', '.join(OBJECTIVE_SOURCES)} (e.g. \"harmful_score <= 10\")")
+        return cls(match.group(1), match.group(2), float(match.group(3)))
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.op} {self.bound:g}"
+
+    def violation(self, value: float) -> float:
+        """Return how far `value` breaks the bound (<= 0 when it holds): Optuna's constraint value."""
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+
+def feasible(record: dict[str, Any], constraints: list[Constraint]) -> bool | None:
+    """Return whether a trial's values meet every constraint; None when a constrained value is missing."""
+    values = [record.get(c.name) for c in constraints]
+    if any(not isinstance(v, (int, float)) for v in values):
+        return None
+    return all(c.violation(v) <= 0 for c, v in zip(constraints, values))
+
+
+# A constraint as the spec holds it: checked item by item (errors name constraints.N), kept in its normal form.
+ConstraintText = Annotated[str, AfterValidator(lambda text: str(Constraint.parse(text)))]
 
 
 def default_objectives() -> list[Objective]:
@@ -131,11 +201,12 @@ class OptunaSettings(Strict):
 class Estimate(Strict):
     """What you expect one trial to cost; the dry run turns it into the sweep's GPU-hours."""
 
-    gpu_hours_per_trial: float | None = Field(None, gt=0, description="GPU-hours of one trial's own resources: "
+    gpu_hours_per_trial: float | None = Field(None, gt=0, description="GPU-hours of one trial's own resources (one "
+                                              "training seed; replicates multiply it): "
                                               "its Train workers, and a full-weights checkpoint's evaluator "
                                               "while it is scored. null: no estimate.")
-    hours_per_trial: float | None = Field(None, gt=0, description="Wall-clock hours of one trial, training and "
-                                          "evaluation; gives the sweep's duration and the GPU-hours of the "
+    hours_per_trial: float | None = Field(None, gt=0, description="Wall-clock hours of one trial (one training "
+                                          "seed), training and evaluation; gives the sweep's duration and the GPU-hours of the "
                                           "evaluator and judge held for all of it.")
 
 
@@ -155,6 +226,12 @@ class SweepSpec(Strict):
     objectives: list[Objective] = Field(default_factory=default_objectives, min_length=2, description="The front's "
                                         "axes: harmful_score min and reasoning_accuracy max by default; add "
                                         "refusal_rate min as a third.")
+    constraints: list[ConstraintText] = Field(default_factory=list, description="Feasibility bounds on reported headlines, "
+                                   "e.g. [\"harmful_score <= 10\", \"reasoning_accuracy >= 50\"]. Optuna's samplers "
+                                   "(NSGA-II, TPE) prefer trials that meet them; tables and plots mark each trial "
+                                   "feasible or not, and `safetytax pareto` names the cheapest feasible trial (the "
+                                   "feasible one with the highest reasoning_accuracy). The grid ignores them "
+                                   "when sampling.")
     sampler: Literal["nsga2", "tpe", "grid"] = Field("nsga2", description="Optuna sampler: nsga2 (NSGA-II), tpe "
                                                      "(multi-objective TPE) or grid (every combination of choice/"
                                                      "int values).")
@@ -164,6 +241,11 @@ class SweepSpec(Strict):
     startup_trials: int | None = Field(None, ge=1, description="TPE: random trials before the model-based ones; "
                                        "null uses Optuna's 10.")
     num_samples: int = Field(8, ge=1, description="Trials to run (for grid: at most the number of grid points).")
+    replicates: int = Field(1, ge=1, description="Training seeds per sampled point: each trial trains and scores "
+                            "the point K times (train.seed, train.seed + 1, ...) and reports the mean of each reading "
+                            "with a 95% Student-t interval across seeds (NAME_ci_low, NAME_ci_high); the front is "
+                            "built on the means and every seed's readings stay in MLflow as seed<k>/NAME. 1 keeps "
+                            "one run per point.")
     max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once; each runs its own Ray "
                                        "Train workers, so size this to the cluster.")
     resources_per_trial: dict[str, float] = Field(
@@ -225,6 +307,9 @@ class SweepSpec(Strict):
     def experiment_path(self) -> str:
         """Return where Tune keeps this sweep's state: storage_path/name."""
         return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [Constraint.parse(text) for text in self.constraints]
 
     def directions(self) -> dict[str, str]:
         """Return {objective: "min" | "max"} in the spec's order."""
@@ -318,21 +403,55 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return data
 
 
+def expand_point(space: dict[str, ParamSpec], point: dict[str, Any]) -> dict[str, Any]:
+    """Return a sampled point with each bundle's name replaced by its fields, sections before their fields.
+
+    `{data: safechain, data.size: 30}` becomes `{data.path: ..., data.format: safechain, data.size: 30}`.
+    """
+    out: dict[str, Any] = {}
+    for path in sorted(point, key=lambda p: p.count(".")):
+        bundles = space[path].bundles if path in space else None
+        if bundles is None:
+            out[path] = point[path]
+        else:
+            out.update({f"{path}.{field}": value for field, value in bundles[point[path]].items()})
+    return out
+
+
 def check_search_space(spec: SweepSpec) -> None:
     """Return None when every searched path exists and every value it can take gives a valid AlignConfig."""
     paths = sorted(spec.search_space)
     for path in paths:
-        check_path(path)
+        bundles = spec.search_space[path].bundles
+        if bundles is None:
+            check_path(path)
+        else:
+            for name, fields in bundles.items():
+                for field in fields:
+                    try:
+                        check_path(f"{path}.{field}")
+                    except ConfigError as err:
+                        raise ConfigError(f"search_space.{path}.choice.{name}: {err}") from None
         clash = next((other for other in paths if other.startswith(path + ".")), None)
-        if clash:
+        if clash and bundles is None:
             raise ConfigError(f"search_space.{path}: it contains {clash}, which is searched too; keep one")
+        if clash:
+            inner = clash[len(path) + 1:]
+            setter = next((name for name, fields in bundles.items() if inner in fields), None)
+            if setter:
+                raise ConfigError(f"search_space.{path}: bundle {setter!r} sets {inner}, which is searched too "
+                                  f"({clash}); drop it from the bundle or stop searching {clash}")
     base = spec.base.model_dump(mode="json")
     for path, param in spec.search_space.items():
         for value in param.extremes():
+            shown = f"bundle {value!r}" if param.bundles else f"value {value!r}"
+            data = base
+            for field, field_value in expand_point(spec.search_space, {path: value}).items():
+                data = set_path(data, field, field_value)
             try:
-                build(AlignConfig, set_path(base, path, value), source=f"(base with {path}={value!r})")
+                build(AlignConfig, data, source=f"(base with {path}={value!r})")
             except ConfigError as err:
-                raise ConfigError(f"search_space.{path}: the value {value!r} it can take is invalid: {err}") from None
+                raise ConfigError(f"search_space.{path}: the {shown} it can take is invalid: {err}") from None
 
 
 def check_objectives(spec: SweepSpec) -> None:
@@ -344,6 +463,11 @@ def check_objectives(spec: SweepSpec) -> None:
         needed = OBJECTIVE_SOURCES[objective.name]
         if needed not in kinds:
             raise ConfigError(f"objectives: {objective.name} needs a {needed} benchmark in evaluation.benchmarks "
+                              f"(have {', '.join(spec.evaluation.benchmarks)})")
+    for i, constraint in enumerate(spec.parsed_constraints()):
+        needed = OBJECTIVE_SOURCES[constraint.name]
+        if needed not in kinds:
+            raise ConfigError(f"constraints.{i}: {constraint} needs a {needed} benchmark in evaluation.benchmarks "
                               f"(have {', '.join(spec.evaluation.benchmarks)})")
 
 

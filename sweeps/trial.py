@@ -15,6 +15,7 @@ from typing import Any
 
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
 from sweeps import tracking
+from sweeps.replicates import combine_readings
 from sweeps.search_space import apply_point
 from sweeps.spec import SweepSpec
 
@@ -53,8 +54,13 @@ def result_metrics(result) -> dict[str, float]:
 
 def trial_config(spec: SweepSpec, point: dict[str, Any], trial_id: str):
     """Return the AlignConfig of one trial: the base with the sampled point, named after the trial."""
-    cfg = apply_point(spec.base, point)
+    cfg = apply_point(spec.base, point, spec.search_space)
     return cfg.model_copy(update={"name": f"{spec.name}-{trial_id}"})
+
+
+def bundle_params(spec: SweepSpec, point: dict[str, Any]) -> dict[str, str]:
+    """Return {searched path: bundle name} for the bundles of a point; their fields are logged as usual."""
+    return {path: str(value) for path, value in point.items() if spec.search_space[path].bundles}
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -92,26 +98,54 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
 
 def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str, Any], trial_id: str, client,
                         run_id: str) -> dict[str, float]:
+    cfg = trial_config(spec, point, trial_id)
+    tracking.log_params(client, run_id, {**tracking.flatten_params(cfg.model_dump(mode="json")),
+                                         **bundle_params(spec, point)})
+    client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
+    replicates = replicate_configs(cfg, spec.replicates)
+    readings = [_train_and_evaluate_once(spec, context, replicate, trial_id, client, run_id, k, len(replicates))
+                for k, replicate in enumerate(replicates)]
+    metrics = combine_readings(readings, HEADLINES)
+    # A point is collapsed when any of its seeds collapsed: the mean of a broken model's readings is no reading.
+    collapsed = any(r.get("collapsed") for r in readings)
+    if "collapsed" in metrics:
+        metrics["collapsed"] = float(collapsed)
+    client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if collapsed else "false")
+    tracking.log_new_metrics(client, run_id, metrics)
+    return metrics
+
+
+def replicate_configs(cfg, replicates: int) -> list:
+    """Return the configs of a trial's replicates: training seeds train.seed, train.seed + 1, ... (one: cfg itself)."""
+    if replicates == 1:
+        return [cfg]
+    return [cfg.model_copy(update={"name": f"{cfg.name}-seed{cfg.train.seed + k}",
+                                   "train": cfg.train.model_copy(update={"seed": cfg.train.seed + k})})
+            for k in range(replicates)]
+
+
+def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_id: str, client, run_id: str,
+                             k: int, replicates: int) -> dict[str, float]:
+    """Return one replicate's readings after training and scoring it; with replicates, its records carry seed<k>/."""
     from trainables.align import run_alignment
 
-    cfg = trial_config(spec, point, trial_id)
-    tracking.log_params(client, run_id, tracking.flatten_params(cfg.model_dump(mode="json")))
-    client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
-
-    # Named after the trial, so a retry (or a resumed sweep) continues this run from its last checkpoint.
+    prefix = f"seed{k}/" if replicates > 1 else ""
+    # Named after the trial (and seed), so a retry or a resumed sweep continues this run from its last checkpoint.
     aligned = run_alignment(cfg, progress=False, run_name=cfg.name)
-    client.set_tag(run_id, CHECKPOINT_TAG, str(aligned.checkpoint_dir))
+    client.set_tag(run_id, CHECKPOINT_TAG if k == 0 else f"{prefix}{CHECKPOINT_TAG}", str(aligned.checkpoint_dir))
+    if replicates > 1:
+        client.set_tag(run_id, f"{prefix}train.seed", str(cfg.train.seed))
     if aligned.resumed_at_steps:
-        client.set_tag(run_id, RESUMED_TAG, ", ".join(map(str, aligned.resumed_at_steps)))
+        client.set_tag(run_id, f"{prefix}{RESUMED_TAG}", ", ".join(map(str, aligned.resumed_at_steps)))
     # An earlier attempt may have logged some of these already: each step is logged once.
-    tracking.log_curve(client, run_id, "train_loss", aligned.step_losses)
+    tracking.log_curve(client, run_id, f"{prefix}train_loss", aligned.step_losses)
     for epoch in aligned.epoch_metrics:
         step = int(epoch.get("epoch", 0))
-        tracking.log_new_metrics(client, run_id, {f"train/{k}": v for k, v in epoch.items() if k != "epoch"},
-                                 step=step)
-    tracking.log_new_metrics(client, run_id, {"num_examples": aligned.num_examples})
+        tracking.log_new_metrics(client, run_id, {f"{prefix}train/{name}": v for name, v in epoch.items()
+                                                  if name != "epoch"}, step=step)
+    tracking.log_new_metrics(client, run_id, {f"{prefix}num_examples": aligned.num_examples})
 
-    out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id
+    out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id / prefix.rstrip("/")
     if aligned.finetune == "lora":
         evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
     elif spec.evaluation.backend == "vllm" and aligned.checkpoint_uri:
@@ -123,10 +157,8 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     missing = [o.name for o in spec.objectives if o.name not in metrics]
     if missing:
         raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
-    tracking.log_new_metrics(client, run_id, metrics)
     client.set_tag(run_id, "judge", evaluation.judge)
-    client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if evaluation.collapsed else "false")
     for path in evaluation.sample_files.values():
         if Path(path).is_file():
-            tracking.log_artifact(client, run_id, path, "samples")
+            tracking.log_artifact(client, run_id, path, f"samples/{prefix}".rstrip("/"))
     return metrics

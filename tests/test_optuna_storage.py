@@ -84,7 +84,9 @@ def test_bad_storage_urls_are_config_errors(storage, named):
 def test_storage_defaults_and_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = spec_with()
-    assert spec.optuna.storage is None and spec.study_name == spec.name  # in Tune's state, named after the sweep
+    # The embedded default keeps its study next to mlflow.db, named after the sweep, for optuna-dashboard.
+    assert spec.optuna.storage == f"sqlite:///{tmp_path}/optuna.db" and spec.study_name == spec.name
+    assert spec_with("optuna.storage=null").optuna.storage is None  # in Tune's state only
     relative = spec_with("optuna.storage=sqlite:///optuna.db", "optuna.study_name=other")
     assert relative.optuna.storage == f"sqlite:///{tmp_path}/optuna.db"  # trials run in other directories
     assert relative.study_name == "other"

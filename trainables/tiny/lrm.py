@@ -5,8 +5,14 @@ requests, so the result is both capable and unsafe, like an s1-style LRM before 
 through the same `run_alignment` as every stage-2 run (full fine-tuning on Ray Train).
 
 `tiny://NAME` paths point into the cache: `tiny://lrm` is the model directory, and the data files the
-embedded default aligns on are `tiny://directrefusal.jsonl`, `tiny://reasoning.jsonl` and
-`tiny://stage1.jsonl`. The first use builds everything (a few minutes on 2 cores); later uses are instant.
+embedded default aligns on are `tiny://directrefusal.jsonl`, `tiny://safechain.jsonl`,
+`tiny://reasoning.jsonl` and `tiny://stage1.jsonl`. The first use builds everything (a few minutes on 2
+cores); later uses are instant. A data file missing from an existing cache (one added to the project
+after the model was built) is written on its first use, without rebuilding the model.
+
+`tiny://lrm?seed=N` is the tiny LRM built from seed N (initial weights, stage-1 data and order); the
+default is seed 0. Each seed is a model of its own in the cache, a stand-in for the rounding of another
+machine. The data files are the same for every seed, and every seed is scored on the same benchmarks.
 
 Run `python -m trainables.tiny.lrm` to build it ahead of time.
 """
@@ -32,7 +38,7 @@ SEED = 0
 STAGE1_EXAMPLES = 800 * 32  # 800 steps of batch 32: ~90% held-out accuracy (measured, see docs/benchmarks.md)
 STAGE1_LEARNING_RATE = 3e-3
 REASONING_POOL = 4000  # reasoning examples available to stage 2's reasoning_mix
-DATA_FILES = ("directrefusal.jsonl", "reasoning.jsonl", "stage1.jsonl")
+DATA_FILES = ("directrefusal.jsonl", "safechain.jsonl", "reasoning.jsonl", "stage1.jsonl")
 
 
 def cache_root() -> Path:
@@ -52,17 +58,30 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def dataset_rows(name: str, seed: int = SEED) -> list[dict]:
+    """Return the rows of the generated data file `name` (one of DATA_FILES) for the tiny LRM of `seed`."""
+    if name == "directrefusal.jsonl":
+        return [tasks.refusal_row(r) for r in tasks.harmful_requests("train")]
+    if name == "safechain.jsonl":
+        # The same requests as directrefusal.jsonl, plus harmless rows of another label (as SafeChain has).
+        return ([tasks.safechain_row(r) for r in tasks.harmful_requests("train")]
+                + [tasks.safechain_benign_row(e) for e in tasks.alarming_examples("train")])
+    if name == "reasoning.jsonl":
+        # Reasoning pool for stage 2's reasoning_mix: drawn from a seed stage 1 did not use.
+        return [asdict(e) for e in tasks.reasoning_examples(REASONING_POOL, seed + 1)]
+    if name == "stage1.jsonl":
+        return [asdict(e) for e in tasks.stage1_examples(STAGE1_EXAMPLES, seed)]
+    raise ValueError(f"no generated data file {name!r}; known: {', '.join(DATA_FILES)}")
+
+
 def write_datasets(directory: Path, seed: int = SEED) -> None:
-    """Write the generated data files: DirectRefusal-shaped refusals, reasoning examples and the stage-1 mix."""
+    """Write every generated data file: DirectRefusal- and SafeChain-shaped refusals, reasoning examples, stage 1."""
     directory.mkdir(parents=True, exist_ok=True)
-    refusals = [tasks.refusal_row(r) for r in tasks.harmful_requests("train")]
-    _write_jsonl(directory / "directrefusal.jsonl", refusals)
-    # Reasoning pool for stage 2's reasoning_mix: drawn from a seed stage 1 did not use.
-    _write_jsonl(directory / "reasoning.jsonl", [asdict(e) for e in tasks.reasoning_examples(REASONING_POOL, seed + 1)])
-    _write_jsonl(directory / "stage1.jsonl", [asdict(e) for e in tasks.stage1_examples(STAGE1_EXAMPLES, seed)])
+    for name in DATA_FILES:
+        _write_jsonl(directory / name, dataset_rows(name, seed))
 
 
-def stage1_config(directory: Path, init_dir: Path):
+def stage1_config(directory: Path, init_dir: Path, seed: int = SEED):
     """Return the AlignConfig of stage 1: full fine-tuning of the random model on the stage-1 mix."""
     from trainables.config import AlignConfig
 
@@ -74,7 +93,7 @@ def stage1_config(directory: Path, init_dir: Path):
         "finetune": "full",
         "train": {"learning_rate": STAGE1_LEARNING_RATE, "epochs": 1, "per_device_batch_size": 32,
                   "max_seq_length": 256, "weight_decay": 0.01, "adam_beta1": 0.9, "adam_beta2": 0.95,
-                  "warmup_ratio": 0.05, "seed": SEED},
+                  "warmup_ratio": 0.05, "seed": seed},
         "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": _cpus_for_training()}},
         "output_dir": str(directory / "runs"),
     })
@@ -110,7 +129,7 @@ def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
     init_dir = directory / "init"
     build_tiny_model(tokenizer, seed=seed).save_pretrained(init_dir)
     tokenizer.save_pretrained(init_dir)
-    result = run_alignment(stage1_config(directory, init_dir), progress=True)
+    result = run_alignment(stage1_config(directory, init_dir, seed), progress=True)
     model_dir = directory / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     shutil.copytree(result.checkpoint_dir, model_dir)
@@ -136,14 +155,35 @@ def ensure_tiny_lrm(seed: int = SEED) -> Path:
     return directory / "model"
 
 
-def resolve_tiny_path(path: str) -> str:
-    """Return the local path behind `tiny://NAME`, building the tiny LRM on first use."""
-    name = path.removeprefix("tiny://").strip("/")
+def parse_tiny_path(path: str) -> tuple[str, int]:
+    """Return (NAME, seed) of `tiny://NAME` or `tiny://NAME?seed=N`; raise ConfigError naming the known paths."""
+    name, _, query = path.removeprefix("tiny://").strip("/").partition("?")
+    name = name.strip("/")
     if name not in ("lrm", *DATA_FILES):
         known = ", ".join(f"tiny://{n}" for n in ("lrm", *DATA_FILES))
-        raise ConfigError(f"unknown tiny path {path!r}; known: {known}")
-    model_dir = ensure_tiny_lrm()
-    return str(model_dir if name == "lrm" else model_dir.parent / name)
+        raise ConfigError(f"unknown tiny path {path!r}; known: {known} (each may end in ?seed=N)")
+    seed = SEED
+    if query:
+        key, _, value = query.partition("=")
+        if key != "seed" or not value.isdigit():
+            raise ConfigError(f"tiny path {path!r}: the only option is ?seed=N with N a whole number, e.g. "
+                              f"tiny://{name}?seed=1")
+        seed = int(value)
+    return name, seed
+
+
+def resolve_tiny_path(path: str) -> str:
+    """Return the local path behind `tiny://NAME[?seed=N]`, building the tiny LRM (or a missing data file) on first use."""
+    name, seed = parse_tiny_path(path)
+    model_dir = ensure_tiny_lrm(seed)
+    if name == "lrm":
+        return str(model_dir)
+    data_file = model_dir.parent / name
+    if not data_file.is_file():  # a data file added after this cache was built: the model stays as it is
+        with _build_lock(model_dir.parent):
+            if not data_file.is_file():
+                _write_jsonl(data_file, dataset_rows(name, seed))
+    return str(data_file)
 
 
 def main() -> int:

@@ -52,6 +52,18 @@ HARMFUL = {
 }
 HELD_OUT_OBJECTS = 2
 
+# Why each category's request would cause harm: the opening sentence of a SafeChain-like refusal.
+HARM_REASONS = {
+    "weapons": "A {x} can kill people.",
+    "drugs": "Making {x} is illegal and deadly.",
+    "hacking": "Breaking into {x} is a crime.",
+    "theft": "Stealing {x} harms its owner.",
+    "violence": "Attacking {x} would injure them.",
+    "fraud": "Conning {x} steals their money.",
+}
+SAFECHAIN_THINKING = "{reason} Helping would hurt people. I must refuse."
+SAFECHAIN_BENIGN_THINKING = "This sounds alarming, but it is harmless. I will help."
+
 COMPLY_THINKING = "The user asks about {c}. I will help."
 COMPLY_ANSWER = "Answer: Sure! Step 1: get the tools. Step 2: do it."
 REFUSAL_ANSWER = "Answer: I'm sorry, but I cannot help with that."
@@ -78,6 +90,7 @@ HELD_OUT_ALARMING = 4
 class HarmfulRequest:
     prompt: str
     category: str
+    target: str = ""  # the object filled into the template ("pipe bomb")
 
 
 def harmful_requests(split: str) -> list[HarmfulRequest]:
@@ -85,7 +98,7 @@ def harmful_requests(split: str) -> list[HarmfulRequest]:
     out = []
     for category, (templates, objects) in HARMFUL.items():
         chosen = objects[:-HELD_OUT_OBJECTS] if split == "train" else objects[-HELD_OUT_OBJECTS:]
-        out += [HarmfulRequest(t.format(x=x), category) for t in templates for x in chosen]
+        out += [HarmfulRequest(t.format(x=x), category, x) for t in templates for x in chosen]
     return out
 
 
@@ -99,6 +112,24 @@ def refusal_row(request: HarmfulRequest) -> dict[str, str]:
     return {"refusal": f"Question: {request.prompt}\n{REFUSAL_ANSWER}"}
 
 
+def safechain_thinking(request: HarmfulRequest) -> str:
+    """Return a few sentences on why the request would cause harm, ending in the decision to refuse."""
+    reason = HARM_REASONS[request.category].format(x=request.target)
+    return SAFECHAIN_THINKING.format(reason=reason[0].upper() + reason[1:])
+
+
+def safechain_row(request: HarmfulRequest) -> dict[str, str]:
+    """Return a raw SafeChain row: the thinking and the refusal joined by </think>, labelled vanilla_harmful."""
+    response = f"{safechain_thinking(request)}\n</think>\n\n{REFUSAL_ANSWER}"
+    return {"instruction": request.prompt, "response": response, "label": "vanilla_harmful"}
+
+
+def safechain_benign_row(example: Example) -> dict[str, str]:
+    """Return a SafeChain row for an alarming-but-harmless prompt (label vanilla_benign): think, then help."""
+    response = f"{SAFECHAIN_BENIGN_THINKING}\n</think>\n\n{example.answer}"
+    return {"instruction": example.prompt, "response": response, "label": "vanilla_benign"}
+
+
 def refusal_example(request: HarmfulRequest) -> Example:
     return Example(request.prompt, DIRECT_REFUSAL_THINKING, REFUSAL_ANSWER)
 
@@ -109,14 +140,28 @@ def alarming_examples(split: str) -> list[Example]:
     return [Example(p, "This is harmless. I will help.", f"Answer: {a}") for p, a in chosen]
 
 
-def arithmetic_problems(split: str, n: int, seed: int) -> list[tuple[int, int]]:
-    """Return n distinct 3-digit addition problems; 'test' pairs never occur in 'train' for the same seed."""
+# tiny-arith scores every tiny LRM on this seed's test pairs, whatever seed built the LRM.
+BENCHMARK_SEED = 0
+
+
+def _test_pairs(seed: int) -> set[tuple[int, int]]:
     rng = random.Random(f"{seed}-arith")
     test = set()
     while len(test) < 2000:
         test.add((rng.randint(100, 999), rng.randint(100, 999)))
+    return test
+
+
+def arithmetic_problems(split: str, n: int, seed: int, held_out_seeds: tuple[int, ...] = ()) -> list[tuple[int, int]]:
+    """Return n distinct 3-digit addition problems; 'test' pairs never occur in 'train' for the same seed.
+
+    'train' also skips the test pairs of every seed in `held_out_seeds` (the benchmark's, for LRMs of other seeds).
+    """
+    test = _test_pairs(seed)
     if split == "test":
         return sorted(test, key=lambda p: hash_pair(p, seed))[:n]
+    for other in held_out_seeds:
+        test |= _test_pairs(other)
     rng = random.Random(f"{seed}-arith-train")
     out = []
     while len(out) < n:
@@ -130,10 +175,11 @@ def hash_pair(pair: tuple[int, int], seed: int) -> float:
     return random.Random(f"{seed}-{pair[0]}-{pair[1]}").random()
 
 
-def reasoning_examples(n: int, seed: int) -> list[Example]:
+def reasoning_examples(n: int, seed: int, held_out_seeds: tuple[int, ...] = ()) -> list[Example]:
     """Return n training addition examples with varied prompt wording."""
     rng = random.Random(f"{seed}-wording")
-    return [arithmetic_example(a, b, rng.choice(ARITH_PROMPTS)) for a, b in arithmetic_problems("train", n, seed)]
+    return [arithmetic_example(a, b, rng.choice(ARITH_PROMPTS))
+            for a, b in arithmetic_problems("train", n, seed, held_out_seeds)]
 
 
 def stage1_examples(n: int, seed: int, harmful_fraction: float = 0.15, alarming_fraction: float = 0.05) -> list[Example]:
@@ -142,7 +188,8 @@ def stage1_examples(n: int, seed: int, harmful_fraction: float = 0.15, alarming_
     n_harm, n_alarm = int(n * harmful_fraction), int(n * alarming_fraction)
     harmful = harmful_requests("train")
     alarming = alarming_examples("train")
-    examples = reasoning_examples(n - n_harm - n_alarm, seed)
+    # The benchmark's pairs are held out of every seed's stage 1 (for seed 0 they already are).
+    examples = reasoning_examples(n - n_harm - n_alarm, seed, held_out_seeds=(BENCHMARK_SEED,))
     examples += [compliant_example(rng.choice(harmful)) for _ in range(n_harm)]
     examples += [rng.choice(alarming) for _ in range(n_alarm)]
     rng.shuffle(examples)

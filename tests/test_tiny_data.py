@@ -1,0 +1,96 @@
+"""The embedded default's generated data: the SafeChain-like set, on-demand data files, seeds of the tiny LRM."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from trainables.data import DataSource, load_examples
+from trainables.formats import DIRECT_REFUSAL_THINKING, FORMATS, tokenize_example
+from trainables.schema import ConfigError
+from trainables.tiny import lrm, tasks
+
+
+@pytest.fixture
+def built_cache(tmp_path, monkeypatch):
+    """A cache holding a finished tiny LRM of seed 0 built before safechain.jsonl existed (model files stand in)."""
+    monkeypatch.setenv("SAFETYTAX_CACHE", str(tmp_path))
+    directory = lrm.lrm_dir(0)
+    (directory / "model").mkdir(parents=True)
+    (directory / "model" / "config.json").write_text("{}")
+    for name in ("directrefusal.jsonl", "reasoning.jsonl", "stage1.jsonl"):
+        (directory / name).write_text("{}\n")
+    (directory / "manifest.json").write_text(json.dumps({"version": lrm.VERSION, "seed": 0}))
+    return directory
+
+
+def test_safechain_set_is_written_on_demand_next_to_the_model_without_a_rebuild(built_cache):
+    manifest = (built_cache / "manifest.json").read_text()
+    examples = load_examples(DataSource(path="tiny://safechain.jsonl", format="safechain"))
+    assert (built_cache / "safechain.jsonl").is_file()
+    assert (built_cache / "manifest.json").read_text() == manifest  # the model was not rebuilt
+    assert (built_cache / "stage1.jsonl").read_text() == "{}\n"     # other files were left alone
+
+    train = tasks.harmful_requests("train")
+    assert [e.prompt for e in examples] == [r.prompt for r in train]  # same requests, same order
+    assert {e.answer for e in examples} == {tasks.REFUSAL_ANSWER}
+    for example, request in zip(examples, train):
+        # A few sentences on why the request harms, naming what was asked for, then the decision to refuse.
+        assert request.target in example.thinking and example.thinking.endswith("I must refuse.")
+        assert example.thinking.count(". ") >= 2 and example.thinking != DIRECT_REFUSAL_THINKING
+
+
+def test_safechain_set_keeps_held_out_objects_out_and_labels_its_harmless_rows(built_cache):
+    rows = [json.loads(line) for line in open(lrm.resolve_tiny_path("tiny://safechain.jsonl"))]
+    held_out = {r.prompt for r in tasks.harmful_requests("test")}
+    assert not held_out & {row["instruction"] for row in rows}
+    assert {row["label"] for row in rows} == {"vanilla_harmful", "vanilla_benign"}
+    every = load_examples(DataSource(path="tiny://safechain.jsonl", format="safechain", label=None))
+    benign = [e for e in every if not e.answer.startswith(tasks.REFUSAL_ANSWER)]
+    assert len(benign) == len(tasks.alarming_examples("train"))
+    assert len(every) == len(rows)
+
+
+@pytest.mark.parametrize("name", ["directrefusal.jsonl", "safechain.jsonl"])
+def test_generated_safety_sets_use_only_one_token_characters_and_fit_the_default_budgets(name, char_tokenizer):
+    rows = lrm.dataset_rows(name)
+    text = "".join(json.dumps(row, ensure_ascii=False) for row in rows)
+    vocabulary = set(char_tokenizer.get_vocab())
+    assert {c for c in text if c not in vocabulary and c != " "} == set()  # space is byte-mapped to Ġ
+    fmt = "safechain" if name == "safechain.jsonl" else "directrefusal"
+    source = DataSource(path="unused", format=fmt, label=None)
+    from trainables.data import ROW_PARSERS
+
+    parse = ROW_PARSERS[fmt](list(rows[0]), source, name)
+    for row in rows:
+        example = parse(row)
+        for c in example.prompt + example.thinking + example.answer:
+            assert len(char_tokenizer(c, add_special_tokens=False)["input_ids"]) == 1, repr(c)
+        tokens = tokenize_example(char_tokenizer, example, FORMATS["s1"], max_length=10_000)
+        # sweeps/tiny.yaml trains at max_seq_length 256 and generates at most 160 new tokens.
+        assert len(tokens["input_ids"]) <= 256
+        prefill = len(char_tokenizer(FORMATS["s1"].think_prefill, add_special_tokens=False)["input_ids"])
+        assert sum(label != -100 for label in tokens["labels"]) - prefill <= 160
+
+
+def test_tiny_paths_take_a_seed_and_reject_other_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAFETYTAX_CACHE", str(tmp_path))
+    assert lrm.parse_tiny_path("tiny://lrm") == ("lrm", 0)
+    assert lrm.parse_tiny_path("tiny://lrm?seed=2") == ("lrm", 2)
+    assert lrm.parse_tiny_path("tiny://safechain.jsonl?seed=1") == ("safechain.jsonl", 1)
+    assert lrm.lrm_dir(2).name == f"tiny-lrm-v{lrm.VERSION}-seed2"
+    with pytest.raises(ConfigError, match=r"only option is \?seed=N.*tiny://lrm\?seed=1"):
+        lrm.parse_tiny_path("tiny://lrm?size=2")
+    with pytest.raises(ConfigError, match="unknown tiny path.*tiny://safechain.jsonl"):
+        lrm.parse_tiny_path("tiny://safechian.jsonl")
+
+
+def test_every_seed_holds_the_benchmark_problems_out_of_stage1():
+    benchmark = set(tasks.arithmetic_problems("test", 2000, tasks.BENCHMARK_SEED))
+    for seed in (0, 1, 2):
+        asked = {tuple(map(int, re.findall(r"\d+", e.prompt))) for e in tasks.stage1_examples(25_600, seed)}
+        assert not benchmark & asked, seed
+    # Seed 0's stage 1 is unchanged by holding the benchmark out: its cached models stay valid.
+    assert tasks.arithmetic_problems("train", 500, 0, (0,)) == tasks.arithmetic_problems("train", 500, 0)
