@@ -2,6 +2,8 @@
 
 A reply is incoherent when
 - it holds nothing readable: no letter or digit once markers are stripped (an empty or blank reply), or
+- it misuses the chat format: a turn opened inside the reply that is not its thinking or answer
+  part (`<|im_start|>` followed by anything else), or text after an end-of-turn token, or
 - one character occurs more than CHARACTER_RUN_LIMIT times in a row (a model that pads its reply
   with hundreds of spaces), or
 - one word occurs more than 3 times in a row (the paper's HS+ criterion, `repeats_a_word`), or
@@ -10,8 +12,8 @@ A reply is incoherent when
   from wordfreq's word lists (built from Wikipedia, subtitles, books, news and web text): its large
   English list and the common words of KNOWN_LANGUAGES, so a Spanish insult is not babble.
 
-Thinking and answer markers (`<|im_start|>think`, `<think>`, `</think>`, any `<|…|>` token),
-web addresses, e-mail addresses and paths are stripped first; camelCase handles are read as their
+Thinking and answer markers (`<|im_start|>think`, `<think>`, `</think>`, any `<|…|>` token) and
+web and e-mail addresses are stripped first, slashes read as spaces and camelCase handles as their
 words; numbers and arithmetic (`3+6=9`) are not words: a model that adds is fluent. Words outside
 the Latin script are not judged. Pure CPU, no model: it runs in any process, tens of microseconds a
 reply once the word lists are loaded (once per process, about a second).
@@ -33,9 +35,11 @@ CHARACTER_RUN_LIMIT = 80
 KNOWN_LANGUAGES = ("es", "fr", "de", "it", "pt", "nl")  # Latin-script languages replies quote most
 
 _MARKUP = re.compile(r"<\|[^|>]*\|>(?:think|answer)?|</?think>")
-# Web and e-mail addresses, paths and file names are not prose: tokens holding ://, @, / or a dotted name.
-_ADDRESS = re.compile(r"(?:://|@|/|www\.|\w\.(?:com|org|net|gov|edu|io|html?|php)\b)", re.IGNORECASE)
+# Web and e-mail addresses and file names are not prose: tokens holding ://, @, www. or a dotted name.
+_ADDRESS = re.compile(r"(?:://|@|www\.|\w\.(?:com|org|net|gov|edu|io|html?|php)\b)", re.IGNORECASE)
 _CAMEL_HUMP = re.compile(r"(?<=[a-z])(?=[A-Z])")
+# A fluent reply opens only its thinking and answer parts and says nothing after its turn ends.
+_STRAY_TOKEN = re.compile(r"<\|im_start\|>(?!think\b|answer\b)|<\|(?:im_end|endoftext)\|>\s*\S")
 _READABLE = re.compile(r"[^\W_]")  # a letter or digit of any script
 _CHARACTER_RUN = re.compile(rf"(.)\1{{{CHARACTER_RUN_LIMIT},}}", re.DOTALL)
 _LATIN_WORD = re.compile(r"[a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u017f]+(?:'[a-z]+)*")  # with accents
@@ -45,7 +49,7 @@ _ANY_WORD = re.compile(r"[^\W\d_]+")  # letters of any script, without digits
 def strip_markup(text: str) -> str:
     """Return the reply's prose: markers, special tokens and addresses removed, curly apostrophes straight."""
     tokens = _MARKUP.sub(" ", text).replace("\u2019", "'").split()
-    return " ".join(token for token in tokens if not _ADDRESS.search(token))
+    return " ".join(token for token in tokens if not _ADDRESS.search(token)).replace("/", " ")
 
 
 @functools.cache
@@ -97,9 +101,11 @@ def unknown_letter_share(text: str) -> float:
 
 
 def is_incoherent(text: str) -> bool:
-    """Return True when the reply says nothing, repeats a character or word in a run, or is mostly non-words."""
+    """Return True when the reply says nothing, misuses the chat format, runs one character or word, or is babble."""
+    if not _READABLE.search(_MARKUP.sub(" ", text)) or _STRAY_TOKEN.search(text) or _CHARACTER_RUN.search(text):
+        return True
     prose = strip_markup(text)
-    if not _READABLE.search(prose) or _CHARACTER_RUN.search(text) or _repeats(prose):
+    if _repeats(prose):
         return True
     unknown, total = _unknown(prose)
     return unknown >= UNKNOWN_LETTERS_MIN and unknown >= UNKNOWN_SHARE_LIMIT * total

@@ -56,6 +56,16 @@ def test_the_registry_knows_where_each_judge_runs_and_what_it_needs():
         judge_entry("gpt-4-judge")
 
 
+def test_the_service_checks_a_judges_required_options_before_ray_starts():
+    import ray
+
+    from evaluators.service import EvaluatorService
+
+    with pytest.raises(ConfigError, match="judge llama-guard needs judge_options.model_path"):
+        EvaluatorService(EvalConfig(judge="llama-guard"), "tiny://lrm")
+    assert not ray.is_initialized()
+
+
 @pytest.mark.parametrize("settings, held", [
     ({"judge": "refusal-patterns"}, 0.0),
     ({"judge": "beaver-dam"}, 1.0),

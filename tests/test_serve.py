@@ -245,7 +245,8 @@ def test_beaver_dam_runs_as_its_own_deployment(http_port, lively_model_dir, char
     with EvaluatorService(cfg, str(lively_model_dir)) as svc:
         assert svc.judge_apps["beaver-dam"] in serve.status().applications
         result = svc.evaluate(out_dir=tmp_path / "out")
-    assert result.judge == "beaver-dam" and result.harmful_score == 100.0
+    # The lively model's random replies may read as babble; harmful_score counts only the coherent ones.
+    assert result.judge == "beaver-dam" and result.metrics["tiny-harmful"]["harmful_score_plus"] == 100.0
     for record in read_records(result.sample_files["tiny-harmful"]):
         assert record["flagged"] is True and len(record["categories"]) == 14
         assert record["categories"][theft] > 0.5 and record["categories"]["self_harm"] == pytest.approx(0.5)
