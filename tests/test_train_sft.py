@@ -150,3 +150,43 @@ def test_step_reports_are_batched_by_interval_and_flushed_at_epoch_end(tiny_mode
     assert step_reports == step_calls
     assert epoch_reports == epoch_calls
     assert len(log.step_losses) == 6
+
+
+def test_prefetched_groups_are_the_loaders_batches_in_order(char_tokenizer):
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+
+    from trainables.sft import prefetched_groups
+
+    features = refusal_features(char_tokenizer, n=10)
+    loader = DataLoader(features, batch_size=3, collate_fn=partial(collate, pad_id=char_tokenizer.pad_token_id))
+    groups = list(prefetched_groups(loader, 2, torch.device("cpu")))
+    expected = list(loader)
+    assert [len(g) for g in groups] == [2, 2]  # 4 batches of at most 3, two per optimiser step
+    flat = [item for group in groups for item in group]
+    for (batch, tokens, examples), reference in zip(flat, expected, strict=True):
+        assert all(torch.equal(batch[key], reference[key]) for key in reference)
+        assert tokens == int(reference["attention_mask"].sum()) and examples == len(reference["input_ids"])
+
+
+def test_reading_losses_back_in_batches_gives_the_same_training(tiny_model_dir, tmp_path, char_tokenizer,
+                                                                monkeypatch):
+    """Keeping losses on the device for several steps (as on GPUs) changes no step's loss or report."""
+    from trainables import sft
+
+    cfg = tiny_config(tiny_model_dir, tmp_path, finetune="lora", train={"epochs": 2, "per_device_batch_size": 4,
+                                                                         "max_steps": 9})
+    features = refusal_features(char_tokenizer)
+    assert sft.ACCELERATOR_SYNC_STEPS > 1 and sft.sync_every(torch.device("cpu"), 10) == 1
+    runs = []
+    for read_every in (1, 4):
+        monkeypatch.setattr(sft, "sync_every", lambda device, log_every, n=read_every: n)
+        model = load_model(str(tiny_model_dir), cfg, torch.device("cpu"))
+        epochs = []
+        log = run_training(model, features, cfg, device=torch.device("cpu"), pad_id=char_tokenizer.pad_token_id,
+                           progress=False, on_epoch_end=lambda log, last, steps: epochs.append(
+                               [(s["step"], s["loss"]) for s in steps]))
+        runs.append((log.step_losses, epochs))
+    assert len(runs[0][0]) == 9  # 6 steps in epoch 1, 3 in epoch 2
+    assert runs[0] == runs[1]

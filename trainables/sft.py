@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -146,6 +147,44 @@ def _micro_batch_groups(loader, size: int):
         yield group
 
 
+_END = object()
+
+
+def _next_group(groups, device: torch.device):
+    """Return the next group as [(batch on `device`, input tokens, examples)], or _END."""
+    group = next(groups, _END)
+    if group is _END:
+        return _END
+    cuda = device.type == "cuda"
+    # Counted on the host, before the copy: reading them back from the device would wait for it.
+    return [({k: (v.pin_memory() if cuda else v).to(device, non_blocking=cuda) for k, v in batch.items()},
+             int(batch["attention_mask"].sum()), len(batch["input_ids"])) for batch in group]
+
+
+def prefetched_groups(loader, size: int, device: torch.device):
+    """Yield the loader's micro-batch groups on `device`, each built in a thread while the previous one trains.
+
+    The batches and their order are exactly those of the loader; only the collation moves off the
+    loop's critical path.
+    """
+    groups = _micro_batch_groups(loader, size)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate") as pool:
+        upcoming = pool.submit(_next_group, groups, device)
+        while (group := upcoming.result()) is not _END:
+            upcoming = pool.submit(_next_group, groups, device)
+            yield group
+
+
+# On an accelerator, reading the loss back stalls its queue, so the loop reads the losses of this many
+# steps at once; on CPU every step is read at once (the work is done when the call returns anyway).
+ACCELERATOR_SYNC_STEPS = 16
+
+
+def sync_every(device: torch.device, log_every: int) -> int:
+    """Return how many steps' losses the loop keeps on the device before reading them back."""
+    return 1 if device.type == "cpu" else max(1, min(log_every, ACCELERATOR_SYNC_STEPS))
+
+
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -169,7 +208,7 @@ def run_training(
     Callbacks run on every worker at the same steps, so that callers can report and save collectively:
     `on_step(steps)` with the metrics of each step since its last call, once `report_interval_s` has
     passed on rank 0, and `on_epoch_end(log, is_last, steps)` after every epoch with the steps not yet
-    passed to on_step.
+    passed to on_step. Step losses stay on the device and are read back every `sync_every` steps.
     """
     train = cfg.train
     sampler = DistributedSampler(features, num_replicas=world_size, rank=rank, shuffle=True, seed=train.seed)
@@ -185,33 +224,66 @@ def run_training(
     autocast = (partial(torch.autocast, "cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext)
     distributed = world_size > 1 and torch.distributed.is_initialized()
+    wrapped = isinstance(model, (DistributedDataParallel, FullyShardedDataParallel))
     log = TrainLog(num_examples=len(features), world_size=world_size, total_steps=total_steps)
     log_every = max(1, total_steps // 25)
+    read_every = sync_every(device, log_every)
+    if train.compile:
+        model.compile()  # in place: the module, its state dict and its checkpoints keep their names
     torch.manual_seed(train.seed + rank)  # dropout masks differ across workers, as their data does
 
     model.train()
     step, unreported, last_report = 0, [], time.perf_counter()
+    # Steps run but not yet read back: host-side facts, and each step's loss on the device.
+    pending: list[dict] = []
+    pending_losses: list[torch.Tensor] = []
+    window_start = time.perf_counter()
+
+    def read_back(epoch_losses: list[float], epoch_tokens: list[float]) -> bool:
+        """Read the pending steps' losses (summed over workers), log them; return whether a report is due."""
+        nonlocal pending, pending_losses, window_start
+        report_due = rank == 0 and time.perf_counter() - last_report >= report_interval_s
+        host = torch.tensor([s["tokens"] for s in pending] + [s["examples"] for s in pending] + [float(report_due)],
+                            dtype=torch.float64)
+        totals = torch.cat([torch.stack(pending_losses), host.to(device)])
+        if distributed:
+            torch.distributed.all_reduce(totals)
+        values = totals.tolist()
+        count = len(pending)
+        seconds = (time.perf_counter() - window_start) / count  # per step, averaged over the window
+        for index, facts in enumerate(pending):
+            loss_value = values[index] / world_size
+            tokens, examples = values[count + index], values[2 * count + index]
+            metrics = {"step": facts["step"], "epoch": facts["epoch"], "loss": loss_value,
+                       "learning_rate": facts["learning_rate"], "tokens_per_s": tokens / seconds,
+                       "examples_per_s": examples / seconds}
+            log.step_losses.append(loss_value)
+            epoch_losses.append(loss_value)
+            epoch_tokens.append(tokens)
+            if progress and rank == 0 and (metrics["step"] % log_every == 0 or metrics["step"] == total_steps):
+                # sys.stdout, not print: Ray Train patches print in workers and the line would show twice.
+                sys.stdout.write(f"step {metrics['step']}/{total_steps}  epoch {metrics['epoch']}  "
+                                 f"loss {loss_value:.4f}  lr {metrics['learning_rate']:.2e}  "
+                                 f"{metrics['examples_per_s']:.1f} examples/s\n")
+                sys.stdout.flush()
+            unreported.append(metrics)
+        pending, pending_losses, window_start = [], [], time.perf_counter()
+        return values[-1] > 0
+
     for epoch in range(math.ceil(total_steps / per_epoch)):
         sampler.set_epoch(epoch)
-        epoch_start, epoch_losses, epoch_tokens = time.perf_counter(), [], 0.0
-        for group in _micro_batch_groups(loader, train.gradient_accumulation_steps):
-            step_start = time.perf_counter()
-            # loss, input tokens (no padding), examples of this step on this worker, and whether rank 0
-            # wants to report; summed over workers below, so every worker reports at the same steps
-            report_due = rank == 0 and time.perf_counter() - last_report >= report_interval_s
-            totals = torch.tensor([0, 0, 0, float(report_due)], device=device, dtype=torch.float64)
-            for index, batch in enumerate(group):
-                batch = {key: value.to(device) for key, value in batch.items()}
+        epoch_start, epoch_losses, epoch_tokens = time.perf_counter(), [], []
+        for group in prefetched_groups(loader, train.gradient_accumulation_steps, device):
+            step_loss = torch.zeros((), device=device, dtype=torch.float64)
+            for index, (batch, _, _) in enumerate(group):
                 # Gradients are all-reduced once per optimiser step, on the last micro-batch only.
                 is_last = index == len(group) - 1
-                wrapped = isinstance(model, (DistributedDataParallel, FullyShardedDataParallel))
                 sync = model.no_sync() if wrapped and not is_last else contextlib.nullcontext()
                 with sync:
                     with autocast():
                         loss = model(**batch).loss / len(group)
                     loss.backward()
-                totals[:3] += torch.stack([loss.detach().double(), batch["attention_mask"].sum().double(),
-                                           torch.tensor(len(batch["input_ids"]), device=device, dtype=torch.float64)])
+                step_loss += loss.detach().double()
             if train.max_grad_norm is not None:
                 if isinstance(model, FullyShardedDataParallel):  # the norm spans every shard
                     model.clip_grad_norm_(train.max_grad_norm)
@@ -221,32 +293,24 @@ def run_training(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            if distributed:
-                torch.distributed.all_reduce(totals)
             step += 1
-            seconds = time.perf_counter() - step_start
-            loss_value, tokens, examples, report_due = totals.tolist()
-            loss_value /= world_size
-            metrics = {"step": step, "epoch": epoch + 1, "loss": loss_value, "learning_rate": learning_rate,
-                       "tokens_per_s": tokens / seconds, "examples_per_s": examples / seconds}
-            log.step_losses.append(loss_value)
-            epoch_losses.append(loss_value)
-            epoch_tokens += tokens
-            if progress and rank == 0 and (step % log_every == 0 or step == total_steps):
-                # sys.stdout, not print: Ray Train patches print in workers and the line would show twice.
-                sys.stdout.write(f"step {step}/{total_steps}  epoch {epoch + 1}  loss {loss_value:.4f}  "
-                                 f"lr {learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s\n")
-                sys.stdout.flush()
-            unreported.append(metrics)
-            if on_step and report_due:
-                on_step(unreported)
-                unreported, last_report = [], time.perf_counter()
+            pending.append({"step": step, "epoch": epoch + 1, "learning_rate": learning_rate,
+                            "tokens": sum(tokens for _, tokens, _ in group),
+                            "examples": sum(examples for _, _, examples in group)})
+            pending_losses.append(step_loss)
+            # Every worker reads back at the same steps (a collective when distributed).
+            if step % read_every == 0 or step == total_steps:
+                if read_back(epoch_losses, epoch_tokens) and on_step:
+                    on_step(unreported)
+                    unreported, last_report = [], time.perf_counter()
             if step == total_steps:
                 break
+        if pending:
+            read_back(epoch_losses, epoch_tokens)
         seconds = time.perf_counter() - epoch_start
         log.epoch_metrics.append({"epoch": epoch + 1, "steps": len(epoch_losses),
                                   "epoch_loss": sum(epoch_losses) / len(epoch_losses),
-                                  "tokens_per_s": epoch_tokens / seconds, "epoch_seconds": seconds})
+                                  "tokens_per_s": sum(epoch_tokens) / seconds, "epoch_seconds": seconds})
         if on_epoch_end:
             on_epoch_end(log, step == total_steps, unreported)
             unreported, last_report = [], time.perf_counter()
