@@ -8,7 +8,9 @@ created, so a retried or resumed trial continues its own run; a trial whose run 
 
 from __future__ import annotations
 
+import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from sweeps.spec import SweepSpec
 
 CHECKPOINT_TAG = "checkpoint_dir"
 ATTEMPTS_TAG = "attempts"
+REUSED_TAG = "reused_from"  # the trial id whose recorded result this trial reuses (an exact repeat)
+TIME_PREFIX = "time/"  # a trial's wall time by phase, in seconds; sweeps.report sums them into the sweep's share
 
 
 @dataclass
@@ -89,34 +93,86 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
                         run_id: str) -> dict[str, float]:
     from trainables.align import run_alignment
 
+    seconds: dict[str, float] = {}
+    trial_start = time.perf_counter()
     cfg = trial_config(spec, point, trial_id)
-    tracking.log_params(client, run_id, tracking.flatten_params(cfg.model_dump(mode="json")))
-    client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
+    with _timed(seconds, "mlflow"):
+        params = tracking.flatten_params(cfg.model_dump(mode="json"))
+        tracking.log_params(client, run_id, params)
+        client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
+        earlier = find_repeat(client, context, run_id, params)
+    if earlier is not None:
+        return _reuse(client, run_id, earlier)
 
     aligned = run_alignment(cfg, progress=False)
-    client.set_tag(run_id, CHECKPOINT_TAG, str(aligned.checkpoint_dir))
-    tracking.log_curve(client, run_id, "train_loss", aligned.step_losses)
-    for epoch in aligned.epoch_metrics:
-        step = int(epoch.get("epoch", 0))
-        tracking.log_metrics(client, run_id, {f"train/{k}": v for k, v in epoch.items() if k != "epoch"}, step=step)
-    tracking.log_metrics(client, run_id, {"num_examples": aligned.num_examples})
+    seconds.update({f"train_{phase}": value for phase, value in aligned.phase_seconds.items()})
+    with _timed(seconds, "mlflow"):
+        client.set_tag(run_id, CHECKPOINT_TAG, str(aligned.checkpoint_dir))
+        tracking.log_curve(client, run_id, "train_loss", aligned.step_losses)
+        for epoch in aligned.epoch_metrics:
+            step = int(epoch.get("epoch", 0))
+            tracking.log_metrics(client, run_id, {f"train/{k}": v for k, v in epoch.items() if k != "epoch"},
+                                 step=step)
+        tracking.log_metrics(client, run_id, {"num_examples": aligned.num_examples})
 
     out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id
-    if aligned.finetune == "lora":
-        evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
-    elif spec.evaluation.backend == "vllm" and aligned.checkpoint_uri:
-        # vLLM replicas run on GPU nodes that cannot see this node's disk; they read the bucket copy.
-        evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
-    else:
-        evaluation = context.service.evaluate(model=str(aligned.checkpoint_dir), out_dir=out_dir)
+    with _timed(seconds, "evaluation"):
+        if aligned.finetune == "lora":
+            evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
+        elif spec.evaluation.backend == "vllm" and aligned.checkpoint_uri:
+            # vLLM replicas run on GPU nodes that cannot see this node's disk; they read the bucket copy.
+            evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
+        else:
+            evaluation = context.service.evaluate(model=str(aligned.checkpoint_dir), out_dir=out_dir)
+    seconds.update({f"evaluation_{phase}": value for phase, value in evaluation.phase_seconds.items()})
     metrics = result_metrics(evaluation)
     missing = [o.name for o in spec.objectives if o.name not in metrics]
     if missing:
         raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
+    with _timed(seconds, "mlflow"):
+        tracking.log_metrics(client, run_id, metrics)
+        client.set_tag(run_id, "judge", evaluation.judge)
+        client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if evaluation.collapsed else "false")
+        for path in evaluation.sample_files.values():
+            if Path(path).is_file():
+                tracking.log_artifact(client, run_id, path, "samples")
+    seconds["trial"] = time.perf_counter() - trial_start
+    tracking.log_metrics(client, run_id, {f"{TIME_PREFIX}{phase}_s": value for phase, value in seconds.items()})
+    return metrics
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str):
+    """Add the wall time of the block to seconds[phase]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def same_settings(params: dict[str, str], other: dict[str, str]) -> bool:
+    """Return whether two trials' logged configs train the same thing (they differ only in their names)."""
+    return {k: v for k, v in params.items() if k != "name"} == {k: v for k, v in other.items() if k != "name"}
+
+
+def find_repeat(client, context: TrialContext, run_id: str, params: dict[str, str]):
+    """Return a finished earlier trial of this sweep with exactly these settings (seed included), or None."""
+    objectives = [o.name for o in context.spec.objectives]
+    for run in tracking.trial_runs(client, context.experiment_id, context.parent_run_id):
+        if (run.info.run_id != run_id and run.info.status == "FINISHED" and REUSED_TAG not in run.data.tags
+                and all(name in run.data.metrics for name in objectives) and same_settings(params, run.data.params)):
+            return run
+    return None
+
+
+def _reuse(client, run_id: str, earlier) -> dict[str, float]:
+    """Record an earlier trial's result as this trial's (its checkpoint and metrics), saying so; return the metrics."""
+    metrics = {k: v for k, v in earlier.data.metrics.items() if not k.startswith((TIME_PREFIX, "train"))}
     tracking.log_metrics(client, run_id, metrics)
-    client.set_tag(run_id, "judge", evaluation.judge)
-    client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if evaluation.collapsed else "false")
-    for path in evaluation.sample_files.values():
-        if Path(path).is_file():
-            tracking.log_artifact(client, run_id, path, "samples")
+    client.set_tag(run_id, REUSED_TAG, earlier.data.tags.get(tracking.TRIAL_ID_TAG, earlier.info.run_id))
+    for tag in (CHECKPOINT_TAG, "judge", tracking.COLLAPSED_TAG):
+        if tag in earlier.data.tags:
+            client.set_tag(run_id, tag, earlier.data.tags[tag])
+    print(f"trial repeats {earlier.data.tags.get(tracking.TRIAL_ID_TAG)} exactly; reusing its result", flush=True)
     return metrics
