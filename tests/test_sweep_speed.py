@@ -76,6 +76,7 @@ def test_a_fully_cached_evaluation_answers_without_starting_ray(tiny_model_dir, 
 
     from evaluators.cache import ResultCache
     from evaluators.config import EvalConfig
+    from evaluators.metrics import summarize
     from evaluators.service import EvaluatorService
 
     if ray.is_initialized():
@@ -87,10 +88,10 @@ def test_a_fully_cached_evaluation_answers_without_starting_ray(tiny_model_dir, 
     benchmark = get_benchmark("tiny-arith")
     identity, cache = service._identity(str(tiny_model_dir), None)
     key = service._result_key(identity, "tiny-arith", benchmark, benchmark.load(4), 4)
-    ResultCache(cfg.cache_dir).put(key, {"accuracy": 75.0}, [{"id": "x", "correct": True}], {})
+    records = [{"id": str(i), "correct": i < 3, "incoherent": False} for i in range(4)]
+    ResultCache(cfg.cache_dir).put(key, summarize("reasoning", records), records, {})
     with service:
         result = service.evaluate(out_dir=tmp_path / "out")
     assert not ray.is_initialized()
     assert result.cached and result.reasoning_accuracy == 75.0
-    assert json.loads((tmp_path / "out" / "tiny-arith.jsonl").read_text().splitlines()[0]) == {"id": "x",
-                                                                                               "correct": True}
+    assert json.loads((tmp_path / "out" / "tiny-arith.jsonl").read_text().splitlines()[0]) == records[0]
