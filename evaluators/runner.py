@@ -47,6 +47,8 @@ class EvalResult:
     incoherent_rate: float | None = None
     collapsed: bool = False
     judges: list[str] = field(default_factory=list)
+    # Wall time by phase, in seconds: generation (deployment and queueing included) and the rest (scoring, judging).
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, dict], kinds: dict[str, str], **rest) -> EvalResult:

@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -118,8 +120,7 @@ class EvaluatorService:
         return {**self.__dict__, "_owns_ray": False, "_tokenizers": {}}
 
     def __enter__(self) -> EvaluatorService:
-        self.start()
-        return self
+        return self  # evaluate() starts Serve on first need; a fully cached evaluation never does
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
@@ -200,12 +201,16 @@ class EvaluatorService:
         if model is not None and model.startswith(vllm_backend.CLOUD_PREFIXES) and cfg.backend != "vllm":
             raise ConfigError(f"model {model}: only the vllm backend loads a model from cloud storage; "
                               "download it and give the local folder")
+        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
+        cached = self._cached_result(chosen, limit, model, adapter, out)
+        if cached is not None:
+            return cached
+        evaluate_start = time.perf_counter()
         self.start()
         source = resolve_model(model) if model is not None else self.base_source
         own_app = source != self.base_source
         app_name = f"{self.prefix}-model-{uuid.uuid4().hex[:6]}" if own_app else self.app_name
         identity, cache = self._identity(source, adapter)
-        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
         # A fine-tuned checkpoint in a bucket keeps its base model's tokenizer, which is local.
         cloud = source.startswith(vllm_backend.CLOUD_PREFIXES)
         planner = ReplyPlanner(cfg.generation, self._tokenizer(self.base_source if cloud else source))
@@ -213,18 +218,22 @@ class EvaluatorService:
         # A full-weights model is deployed on its first request, so a fully cached result loads nothing.
         deploy = functools.cache(lambda: self._deploy_generator(source, app_name) if own_app else None)
         metrics, files, hits = {}, {}, []
+        generation = {"seconds": 0.0}
+
+        def generate(prompts: list[str], name: str) -> list[str]:
+            start = time.perf_counter()
+            try:
+                return deploy() or self._generate(app_name, source, adapter, prompts, planner, name)
+            finally:
+                generation["seconds"] += time.perf_counter() - start
         try:
             for name, benchmark in chosen.items():
                 samples = self._load_samples(benchmark, limit)
-                judged_by = [[j, cfg.options_for(j)] for j in cfg.judge_names()]
-                key = result_key(model=identity, benchmark=name, samples=_samples_digest(samples), limit=limit,
-                                 generation=cfg.generation.model_dump(), backend=cfg.backend, dtype=cfg.dtype,
-                                 judge=judged_by if benchmark.kind == "safety" else None, scoring=SCORING_VERSION)
+                key = self._result_key(identity, name, benchmark, samples, limit)
                 files[name] = out / _file_name(name)
                 metrics[name], cached = run_benchmark(
                     benchmark, samples,
-                    generate=lambda prompts, name=name: deploy() or self._generate(app_name, source, adapter,
-                                                                                   prompts, planner, name),
+                    generate=lambda prompts, name=name: generate(prompts, name),
                     fmt=planner.format,
                     judges=judges,
                     cache=cache, key=key, about={"benchmark": name, "model": source, "adapter": adapter,
@@ -234,8 +243,41 @@ class EvaluatorService:
             if own_app and app_name in serve.status().applications:
                 serve.delete(app_name)
         kinds = {name: benchmark.kind for name, benchmark in chosen.items()}
+        total = time.perf_counter() - evaluate_start
         return EvalResult.from_metrics(metrics, kinds, judge=cfg.judge_names()[0], judges=cfg.judge_names(),
-                                       sample_files=files, cached=all(hits), model_hash=identity)
+                                       sample_files=files, cached=all(hits), model_hash=identity,
+                                       phase_seconds={"generation": generation["seconds"],
+                                                      "other": total - generation["seconds"]})
+
+    def _result_key(self, identity: str, name: str, benchmark, samples, limit: int | None) -> str:
+        cfg = self.cfg
+        judged_by = [[j, cfg.options_for(j)] for j in cfg.judge_names()]
+        return result_key(model=identity, benchmark=name, samples=_samples_digest(samples), limit=limit,
+                          generation=cfg.generation.model_dump(), backend=cfg.backend, dtype=cfg.dtype,
+                          judge=judged_by if benchmark.kind == "safety" else None, scoring=SCORING_VERSION)
+
+    def _cached_result(self, chosen: dict, limit: int | None, model: str | None, adapter: str | None,
+                       out: Path) -> EvalResult | None:
+        """Return the result when every benchmark is in the cache, without starting Ray or Serve; else None."""
+        if self.cfg.cache_dir is None:
+            return None
+        source = resolve_model(model if model is not None else self.base_model)
+        identity, cache = self._identity(source, adapter)
+        hits = {}
+        for name, benchmark in chosen.items():
+            hit = cache.get(self._result_key(identity, name, benchmark, self._load_samples(benchmark, limit), limit))
+            if hit is None:
+                return None
+            hits[name] = hit
+        files = {}
+        for name, (_, cached_file) in hits.items():
+            files[name] = out / _file_name(name)
+            files[name].parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached_file, files[name])
+        kinds = {name: benchmark.kind for name, benchmark in chosen.items()}
+        return EvalResult.from_metrics({name: hit[0] for name, hit in hits.items()}, kinds,
+                                       judge=self.cfg.judge_names()[0], judges=self.cfg.judge_names(),
+                                       sample_files=files, cached=True, model_hash=identity)
 
     def _identity(self, source: str, adapter: str | None) -> tuple[str, ResultCache]:
         """Return the model's content hash and the cache; models without local files are not cached."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweeps.report import describe_cheapest, describe_target, front_table
+from sweeps.report import describe_cheapest, describe_target, describe_time, front_table
 from sweeps.spec import TINY_SPEC, SweepSpec, load_spec
 from trainables.schema import ConfigError
 
@@ -77,6 +77,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     print(front_table(outcome.trials, outcome.front, spec.directions(), list(spec.search_space), outcome.base))
     print(describe_target(outcome.trials, outcome.base))
     print(describe_cheapest(outcome.trials, spec.parsed_constraints()))
+    print(describe_time(outcome.trials))
     print(f"hypervolume: {outcome.hypervolume:.1f} (reference "
           + ", ".join(f"{k}={v:g}" for k, v in spec.reference_point().items()) + ")")
     print(f"plot: {outcome.plot}")
@@ -120,6 +121,7 @@ def pareto_command(args: argparse.Namespace) -> int:
     print(front_table(trials, front, layout.directions, layout.searched, base))
     print(describe_target(trials, base))
     print(describe_cheapest(trials, layout.constraints))
+    print(describe_time(trials))
     plot = tracking.artifact_local_path(client, parent.info.run_id, PLOT_PNG)
     if plot is None or parent.info.status == "RUNNING":
         # The sweep has not logged its final plot yet: draw the current front here.

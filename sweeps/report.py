@@ -19,6 +19,7 @@ from sweeps.plots import front_png
 from sweeps.plots_html import front_html
 from sweeps.readings import COUNT, format_reading, has_field, interval, is_collapsed, shared_count
 from sweeps.spec import PARAM_KINDS, Constraint, SweepSpec, feasible
+from sweeps.trial import TIME_PREFIX
 
 PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"
 # The point users look for: half the base model's harmful score, reasoning within 5 points of the base.
@@ -125,7 +126,9 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
         tags, metrics = run.data.tags, run.data.metrics
         record = {"trial_id": tags.get(tracking.TRIAL_ID_TAG, ""), "run_id": run.info.run_id,
                   "status": run.info.status, "params": {p: run.data.params.get(p) for p in layout.searched},
-                  "checkpoint_dir": tags.get("checkpoint_dir", "")}
+                  "checkpoint_dir": tags.get("checkpoint_dir", ""),
+                  "seconds": {k[len(TIME_PREFIX):-len("_s")]: v for k, v in metrics.items()
+                              if k.startswith(TIME_PREFIX) and k.endswith("_s")}}
         if layout.group_by:
             record["group"] = record["params"].get(layout.group_by)
         if run.info.status == "FINISHED":
@@ -237,6 +240,9 @@ def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[d
     client.set_tag(parent_run_id, "target", describe_target(trials, base))
     if target_bounds(base) is not None:
         tracking.log_metrics(client, parent_run_id, {"trials_in_target": len(in_target(trials, base))})
+    share = orchestration_share(trials)
+    if share is not None:
+        tracking.log_metrics(client, parent_run_id, {"orchestration_share": share})
     target = target_bounds(base)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -274,6 +280,33 @@ def describe_sweep(client, parent_run_id: str, layout: SweepLayout, trials: list
     note = "\n".join(lines)
     client.set_tag(parent_run_id, NOTE_TAG, note)
     return note
+
+
+def orchestration_share(trials: list[dict]) -> float | None:
+    """Return the fraction of the trials' wall time spent neither in training steps nor in generation, or None.
+
+    Summed over the trials that recorded their time (trials that reused an earlier result took none);
+    the rest is Ray Train start-up, model load, checkpoints, scoring and MLflow logging.
+    """
+    timed = [t["seconds"] for t in trials if t.get("seconds", {}).get("trial")]
+    total = sum(s["trial"] for s in timed)
+    if not total:
+        return None
+    useful = sum(s.get("train_train_steps", 0.0) + s.get("evaluation_generation", 0.0) for s in timed)
+    return max(0.0, 1.0 - useful / total)
+
+
+def describe_time(trials: list[dict]) -> str:
+    """Return one line on where the trials' time went: the orchestration share and the main phases."""
+    share = orchestration_share(trials)
+    if share is None:
+        return "time: no trial recorded its phases"
+    timed = [t["seconds"] for t in trials if t.get("seconds", {}).get("trial")]
+    phases = {"training steps": "train_train_steps", "Ray Train start-up": "train_startup",
+              "generation": "evaluation_generation", "MLflow": "mlflow"}
+    parts = ", ".join(f"{label} {sum(s.get(key, 0.0) for s in timed):.0f} s" for label, key in phases.items())
+    return (f"time: {sum(s['trial'] for s in timed):.0f} s in {len(timed)} trials ({parts}); orchestration share "
+            f"{100 * share:.0f}% (neither training steps nor generation)")
 
 
 def base_point(params_metrics: dict[str, float]) -> dict[str, float]:

@@ -8,7 +8,9 @@ created, so a retried or resumed trial continues its own run; a trial whose run 
 
 from __future__ import annotations
 
+import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ ATTEMPTS_TAG = "attempts"
 RESUMED_TAG = "train.resumed_at_steps"
 # In a trial's result when it only repeats what MLflow already holds (the driver died before Tune saved it).
 RECORDED_FLAG = "from_record"
+REUSED_TAG = "reused_from"  # the trial id whose recorded result this trial reuses (an exact repeat)
+TIME_PREFIX = "time/"  # a trial's wall time by phase, in seconds; sweeps.report sums them into the sweep's share
 
 
 @dataclass
@@ -98,20 +102,29 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
 
 def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str, Any], trial_id: str, client,
                         run_id: str) -> dict[str, float]:
+    seconds: dict[str, float] = {}
+    trial_start = time.perf_counter()
     cfg = trial_config(spec, point, trial_id)
-    tracking.log_params(client, run_id, {**tracking.flatten_params(cfg.model_dump(mode="json")),
-                                         **bundle_params(spec, point)})
-    client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
+    with _timed(seconds, "mlflow"):
+        params = {**tracking.flatten_params(cfg.model_dump(mode="json")), **bundle_params(spec, point)}
+        tracking.log_params(client, run_id, params)
+        client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
+        earlier = find_repeat(client, context, run_id, params)
+    if earlier is not None:
+        return _reuse(client, run_id, earlier)
     replicates = replicate_configs(cfg, spec.replicates)
-    readings = [_train_and_evaluate_once(spec, context, replicate, trial_id, client, run_id, k, len(replicates))
-                for k, replicate in enumerate(replicates)]
+    readings = [_train_and_evaluate_once(spec, context, replicate, trial_id, client, run_id, k, len(replicates),
+                                         seconds) for k, replicate in enumerate(replicates)]
     metrics = combine_readings(readings, HEADLINES)
     # A point is collapsed when any of its seeds collapsed: the mean of a broken model's readings is no reading.
     collapsed = any(r.get("collapsed") for r in readings)
     if "collapsed" in metrics:
         metrics["collapsed"] = float(collapsed)
-    client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if collapsed else "false")
-    tracking.log_new_metrics(client, run_id, metrics)
+    with _timed(seconds, "mlflow"):
+        client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if collapsed else "false")
+        tracking.log_new_metrics(client, run_id, metrics)
+    seconds["trial"] = time.perf_counter() - trial_start
+    tracking.log_metrics(client, run_id, {f"{TIME_PREFIX}{phase}_s": value for phase, value in seconds.items()})
     return metrics
 
 
@@ -125,13 +138,18 @@ def replicate_configs(cfg, replicates: int) -> list:
 
 
 def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_id: str, client, run_id: str,
-                             k: int, replicates: int) -> dict[str, float]:
-    """Return one replicate's readings after training and scoring it; with replicates, its records carry seed<k>/."""
+                             k: int, replicates: int, seconds: dict[str, float]) -> dict[str, float]:
+    """Return one replicate's readings after training and scoring it; with replicates, its records carry seed<k>/.
+
+    Its time by phase is added to `seconds` (summed over replicates)."""
     from trainables.align import run_alignment
 
     prefix = f"seed{k}/" if replicates > 1 else ""
     # Named after the trial (and seed), so a retry or a resumed sweep continues this run from its last checkpoint.
     aligned = run_alignment(cfg, progress=False, run_name=cfg.name)
+    for phase, value in aligned.phase_seconds.items():
+        seconds[f"train_{phase}"] = seconds.get(f"train_{phase}", 0.0) + value
+    mlflow_start = time.perf_counter()
     client.set_tag(run_id, CHECKPOINT_TAG if k == 0 else f"{prefix}{CHECKPOINT_TAG}", str(aligned.checkpoint_dir))
     if replicates > 1:
         client.set_tag(run_id, f"{prefix}train.seed", str(cfg.train.seed))
@@ -144,21 +162,63 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
         tracking.log_new_metrics(client, run_id, {f"{prefix}train/{name}": v for name, v in epoch.items()
                                                   if name != "epoch"}, step=step)
     tracking.log_new_metrics(client, run_id, {f"{prefix}num_examples": aligned.num_examples})
+    seconds["mlflow"] = seconds.get("mlflow", 0.0) + time.perf_counter() - mlflow_start
 
     out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id / prefix.rstrip("/")
-    if aligned.finetune == "lora":
-        evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
-    elif spec.evaluation.backend == "vllm" and aligned.checkpoint_uri:
-        # vLLM replicas run on GPU nodes that cannot see this node's disk; they read the bucket copy.
-        evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
-    else:
-        evaluation = context.service.evaluate(model=str(aligned.checkpoint_dir), out_dir=out_dir)
+    with _timed(seconds, "evaluation"):
+        if aligned.finetune == "lora":
+            evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
+        elif spec.evaluation.backend == "vllm" and aligned.checkpoint_uri:
+            # vLLM replicas run on GPU nodes that cannot see this node's disk; they read the bucket copy.
+            evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
+        else:
+            evaluation = context.service.evaluate(model=str(aligned.checkpoint_dir), out_dir=out_dir)
+    for phase, value in evaluation.phase_seconds.items():
+        seconds[f"evaluation_{phase}"] = seconds.get(f"evaluation_{phase}", 0.0) + value
     metrics = result_metrics(evaluation)
     missing = [o.name for o in spec.objectives if o.name not in metrics]
     if missing:
         raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
-    client.set_tag(run_id, "judge", evaluation.judge)
-    for path in evaluation.sample_files.values():
-        if Path(path).is_file():
-            tracking.log_artifact(client, run_id, path, f"samples/{prefix}".rstrip("/"))
+    with _timed(seconds, "mlflow"):
+        client.set_tag(run_id, "judge", evaluation.judge)
+        for path in evaluation.sample_files.values():
+            if Path(path).is_file():
+                tracking.log_artifact(client, run_id, path, f"samples/{prefix}".rstrip("/"))
+    return metrics
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str):
+    """Add the wall time of the block to seconds[phase]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def same_settings(params: dict[str, str], other: dict[str, str]) -> bool:
+    """Return whether two trials' logged configs train the same thing (they differ only in their names)."""
+    return {k: v for k, v in params.items() if k != "name"} == {k: v for k, v in other.items() if k != "name"}
+
+
+def find_repeat(client, context: TrialContext, run_id: str, params: dict[str, str]):
+    """Return a finished earlier trial of this sweep with exactly these settings (seed included), or None."""
+    objectives = [o.name for o in context.spec.objectives]
+    for run in tracking.trial_runs(client, context.experiment_id, context.parent_run_id):
+        if (run.info.run_id != run_id and run.info.status == "FINISHED" and REUSED_TAG not in run.data.tags
+                and all(name in run.data.metrics for name in objectives) and same_settings(params, run.data.params)):
+            return run
+    return None
+
+
+def _reuse(client, run_id: str, earlier) -> dict[str, float]:
+    """Record an earlier trial's result as this trial's (its checkpoint and metrics), saying so; return the metrics."""
+    metrics = {k: v for k, v in earlier.data.metrics.items() if not k.startswith((TIME_PREFIX, "train"))}
+    tracking.log_metrics(client, run_id, metrics)
+    client.set_tag(run_id, REUSED_TAG, earlier.data.tags.get(tracking.TRIAL_ID_TAG, earlier.info.run_id))
+    for tag in (CHECKPOINT_TAG, "judge", tracking.COLLAPSED_TAG):
+        if tag in earlier.data.tags:
+            client.set_tag(run_id, tag, earlier.data.tags[tag])
+    print(f"trial repeats {earlier.data.tags.get(tracking.TRIAL_ID_TAG)} exactly; reusing its result", flush=True)
     return metrics

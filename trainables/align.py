@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables.config import AlignConfig, check_model_path
@@ -23,9 +23,10 @@ from trainables.schema import ConfigError
 from trainables.sft import Features, load_tokenizer, read_training_log, tokenize_examples
 
 
-# Ray Train's controller takes one report per worker each time it polls them (every 2 s unless set
-# otherwise); a worker that reports faster blocks. So step losses are reported in batches this often.
-REPORT_INTERVAL_S = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0))
+# Ray Train's controller takes one report per worker each time it polls them (trainables.ray_backend
+# sets the poll interval); a worker that reports faster blocks. So step losses are reported in batches,
+# one batch per poll interval and at least this far apart.
+MIN_REPORT_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -41,6 +42,8 @@ class AlignmentResult:
     resumed_at_steps: list[int]  # where a restarted run picked up from a checkpoint; empty when it never stopped
     # The same checkpoint in remote storage (s3://, gs://), for readers on other nodes; None when local.
     checkpoint_uri: str | None = None
+    # Where the run's wall time went, in seconds, by phase (see phase_seconds).
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,11 +99,15 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     stay with Ray Train (no callback forwards them), so the trial reports only the objectives it
     computes from the returned checkpoint.
     """
+    prepare_start = time.time()
     run = prepare_run(cfg)
+    prepared = time.time()
     import pyarrow.fs
     import ray
     from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from trainables import ray_backend
 
     if not ray.is_initialized():
         ray.init()
@@ -110,13 +117,18 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
         Path(storage_path).mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"cfg": cfg, "run": run, "progress": progress},
+        train_loop_config={"cfg": cfg, "run": run, "progress": progress,
+                           "report_interval_s": max(ray_backend.set_poll_interval(), MIN_REPORT_INTERVAL_S)},
+        torch_config=ray_backend.SingleWorkerTorchConfig(),
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker=cfg.scaling.resources_per_worker),
         # Ray Train logs every report at INFO; the workers print their own progress instead.
         run_config=RunConfig(name=run_name, storage_path=storage_path, logging_config=LoggingConfig("WARNING")),
     )
-    checkpoint = trainer.fit().checkpoint
+    fit_start = time.time()
+    result = trainer.fit()
+    fit_end = time.time()
+    checkpoint = result.checkpoint
     checkpoint_uri = None
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         checkpoint_dir = Path(checkpoint.path)
@@ -124,10 +136,36 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
         checkpoint_dir = Path(checkpoint.to_directory(str(cfg.output_dir / run_name / "final")))
         checkpoint_uri = f"{storage_path.split('://')[0]}://{checkpoint.path}"
     log = read_training_log(checkpoint_dir)
+    phases = phase_seconds(result.metrics or {}, log.epoch_metrics, fit_start=fit_start, fit_end=fit_end)
+    phases["prepare"] = prepared - prepare_start
     return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune, base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
                            num_examples=log.num_examples, resumed_at_steps=log.resumed_at_steps,
-                           checkpoint_uri=checkpoint_uri)
+                           checkpoint_uri=checkpoint_uri, phase_seconds=phases)
+
+
+# Keys of the final report that carry the worker's clock readings (seconds since the epoch, or durations).
+WORKER_TIMING_KEYS = ("timing/worker_started_at", "timing/model_load_s", "timing/checkpoint_save_s",
+                      "timing/report_started_at")
+
+
+def phase_seconds(final_metrics: dict, epoch_metrics: list[dict], *, fit_start: float, fit_end: float) -> dict:
+    """Return {phase: seconds} of one fit: start-up, model load, training steps, checkpoint, and the whole fit.
+
+    - startup: controller, worker group and process group, until the worker's loop starts;
+    - model_load: loading the model (and wrapping it) in the worker;
+    - train_steps: the epochs' wall time (steps and their batched reports);
+    - checkpoint: saving the final checkpoint, its upload through the final report, and shutdown.
+    Phases the worker did not time (an older worker, a missing report) are left out.
+    """
+    phases = {"ray_train": fit_end - fit_start,
+              "train_steps": sum(m.get("epoch_seconds", 0.0) for m in epoch_metrics)}
+    if all(key in final_metrics for key in WORKER_TIMING_KEYS):
+        phases["startup"] = final_metrics["timing/worker_started_at"] - fit_start
+        phases["model_load"] = final_metrics["timing/model_load_s"]
+        phases["checkpoint"] = final_metrics["timing/checkpoint_save_s"] + fit_end - final_metrics[
+            "timing/report_started_at"]
+    return phases
 
 
 def _cpu_threads() -> int:
@@ -140,6 +178,7 @@ def _cpu_threads() -> int:
 
 def _train_worker(config: dict) -> None:
     """Ray Train's per-worker loop: load, wrap for data parallelism, train, report and save."""
+    started_at = time.time()
     import ray.train
     import torch
     from ray.train import Checkpoint
@@ -176,6 +215,7 @@ def _train_worker(config: dict) -> None:
             fsdp.apply_activation_checkpointing(model, layers)
     else:
         model = prepare_model(model)
+    timing = {"timing/worker_started_at": started_at, "timing/model_load_s": time.time() - started_at}
 
     def on_step(steps: list[dict]) -> None:
         ray.train.report({**steps[-1], "step_losses": [s["loss"] for s in steps]})
@@ -186,14 +226,18 @@ def _train_worker(config: dict) -> None:
 
     def on_checkpoint(log: sft.TrainLog, metrics: dict, steps: list[dict], state: sft.ResumeState, name: str):
         with tempfile.TemporaryDirectory() as directory:
+            save_start = time.time()
             sft.save_checkpoint(model, tokenizer, directory, cfg, log, rank, resume=state)  # collective under FSDP
+            metrics = {**metrics, "step_losses": [s["loss"] for s in steps]}
+            if name == "final":  # the driver turns these into the run's phase times
+                metrics.update(timing, **{"timing/checkpoint_save_s": time.time() - save_start,
+                                          "timing/report_started_at": time.time()})
             # Every worker uploads its own resume state; Ray Train merges them into one checkpoint folder.
-            ray.train.report({**metrics, "step_losses": [s["loss"] for s in steps]},
-                             checkpoint=Checkpoint.from_directory(directory), checkpoint_dir_name=name)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory), checkpoint_dir_name=name)
 
     sft.run_training(model, run.features, cfg, device=device, pad_id=run.pad_id, rank=rank, world_size=world_size,
                      progress=config["progress"], on_step=on_step, on_epoch_end=on_epoch_end,
-                     on_checkpoint=on_checkpoint, report_interval_s=REPORT_INTERVAL_S, resume=resume)
+                     on_checkpoint=on_checkpoint, report_interval_s=config["report_interval_s"], resume=resume)
 
 
 def _restore(model, cfg: AlignConfig, rank: int, world_size: int):

@@ -257,6 +257,8 @@ def run_training(
     distributed = world_size > 1 and torch.distributed.is_initialized()
     log = TrainLog(num_examples=len(features), world_size=world_size, total_steps=total_steps)
     log_every = max(1, total_steps // 25)
+    if train.compile:
+        model.compile()  # in place: the module, its state dict and its checkpoints keep their names
     torch.manual_seed(train.seed + rank)  # dropout masks differ across workers, as their data does
     step, epoch_losses, epoch_tokens = 0, [], 0.0
     if resume is not None:
