@@ -10,6 +10,7 @@ app's OpenAI route on the Serve proxy.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -179,8 +180,19 @@ def make_sender(cfg: EvalConfig, app_name: str, source: str, adapter: str | None
         name = adapter_name(adapter, cfg.vllm.lora_dir)
         check_published(cfg.vllm.lora_dir, name)
     pool = http_pool(2 * cfg.max_batch_size * cfg.num_replicas)
-    return lambda request: FutureCall(pool.submit(post_completion, url, vllm_request(request, model_id, name),
-                                                  cfg.request_timeout_s))
+    first = [name is not None]
+
+    def send(request: dict) -> FutureCall:
+        future = pool.submit(post_completion, url, vllm_request(request, model_id, name), cfg.request_timeout_s)
+        if first[0]:
+            # Ray Serve LLM 2.60 loads an adapter on each request that finds it missing; concurrent first
+            # requests then load it twice, and vLLM 0.32 refuses the second load ("already been loaded").
+            # The first request of an adapter goes alone, so the engine loads it once.
+            first[0] = False
+            concurrent.futures.wait([future])
+        return FutureCall(future)
+
+    return send
 
 
 def mirror_small_files(uri: str, max_bytes: int = 50_000_000) -> str:
