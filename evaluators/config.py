@@ -137,7 +137,9 @@ class EvalConfig(Strict):
     num_gpus_per_replica: float = Field(
         0.0, ge=0.0, description="GPUs each transformers replica (and the GPU judge) reserves; 0 runs on CPU."
     )
-    num_cpus_per_replica: float = Field(1.0, ge=0.0, description="CPUs each generator replica reserves.")
+    num_cpus_per_replica: float = Field(
+        1.0, ge=0.0, description="CPUs each generator replica reserves (for vLLM, on top of its placement bundles)."
+    )
 
     @model_validator(mode="after")
     def _judges_agree(self) -> "EvalConfig":

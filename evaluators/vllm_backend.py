@@ -122,6 +122,8 @@ def build_llm_config(cfg: EvalConfig, model: str, lora_dir: str | None) -> dict:
             "num_replicas": cfg.num_replicas,
             # vLLM batches continuously; let a replica hold a few batches' worth of requests.
             "max_ongoing_requests": 4 * cfg.max_batch_size,
+            # The replica itself only drives the engine, whose workers hold the placement bundles.
+            "ray_actor_options": {"num_cpus": cfg.num_cpus_per_replica},
         },
     }
     if lora_dir is not None:
