@@ -48,7 +48,14 @@ def start_ray() -> int:
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default would take far more
     port = free_port()
-    ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
+    for attempt in range(3):  # Ray gives its raylet 30 s to register; a machine under heavy load can miss that
+        try:
+            ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
+            break
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(err) or attempt == 2:
+                raise
+            ray.shutdown()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     return port
 
@@ -78,6 +85,15 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
         shared = None
     if shared is not None:
         return shared(successes, n)
+    if successes == n:  # exact ends, not 99.999...: a perfect reading lies inside its own interval
+        low, _ = _wilson(successes, n, z)
+        return low, 100.0
+    if successes == 0:
+        return 0.0, _wilson(successes, n, z)[1]
+    return _wilson(successes, n, z)
+
+
+def _wilson(successes: int, n: int, z: float) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
