@@ -43,6 +43,7 @@ from evaluators.runner import EvalResult, run_benchmark
 from evaluators.vllm_backend import CLOUD_PREFIXES
 from trainables.schema import ConfigError
 
+
 def resolve_model(model: str) -> str:
     """Return a loadable model source (a local folder or a cached hub id), or raise ConfigError naming it."""
     if model.startswith("tiny://"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluators.backends import get_backend
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
 from sweeps import tracking
 from sweeps.search_space import apply_point
@@ -104,8 +105,8 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id
     if aligned.finetune == "lora":
         evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
-    elif spec.evaluation.backend == "vllm" and aligned.checkpoint_uri:
-        # vLLM replicas run on GPU nodes that cannot see this node's disk; they read the bucket copy.
+    elif get_backend(spec.evaluation.backend).LOADS_FROM_CLOUD and aligned.checkpoint_uri:
+        # Replicas that read a bucket (vLLM on GPU nodes) cannot see this node's disk; they read the bucket copy.
         evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
     else:
         evaluation = context.service.evaluate(model=str(aligned.checkpoint_dir), out_dir=out_dir)
