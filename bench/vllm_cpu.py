@@ -99,7 +99,7 @@ def main() -> None:
     os.environ.update(bucket.env())
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     lora_dir = bucket.create_bucket("bench") + "/adapters"
-    ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
     port = free_port()
     try:
         with tempfile.TemporaryDirectory() as tmp:

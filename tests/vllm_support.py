@@ -50,7 +50,7 @@ def start_ray() -> int:
     port = free_port()
     for attempt in range(3):  # Ray gives its raylet 30 s to register; a machine under heavy load can miss that
         try:
-            ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
             break
         except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this
             if "timed out during startup" not in str(err) or attempt == 2:
