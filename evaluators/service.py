@@ -7,6 +7,8 @@ length of the call. Requests go through deployment handles (a vLLM app through i
 the Serve proxy, the interface Ray Serve LLM documents), at most a few batches in flight; a request
 whose replica died is re-sent, and a run that cannot finish raises instead of reporting a part.
 The service holds only plain data, so a copy pickled into a Tune trial reaches the same apps by name.
+It keeps the life cycle (apps up, apps down) and the cache; how an app is built and how a request
+reaches it is the backend's (`evaluators.backends`).
 """
 
 from __future__ import annotations
@@ -26,23 +28,23 @@ from typing import Callable
 import ray
 from ray import serve
 
-from evaluators import vllm_backend
+from evaluators.backends import get_backend
 from evaluators.benchmarks import get_benchmark
 from evaluators.cache import ResultCache, content_hash, model_hash, result_key
 from evaluators.config import EvalConfig
 from evaluators.dispatch import (  # noqa: F401 - the errors are part of the service's interface
     EvaluationIncomplete,
-    FutureCall,
     GenerationTimeout,
     HandleCall,
     complete_all,
-    http_pool,
 )
 from evaluators.generation import Completion, ReplyPlanner
 from evaluators.judges import get_judge, judge_entry
 from evaluators.metrics import SCORING_VERSION
 from evaluators.runner import EvalResult, run_benchmark
+from evaluators.vllm_backend import CLOUD_PREFIXES
 from trainables.schema import ConfigError
+
 
 def resolve_model(model: str) -> str:
     """Return a loadable model source (a local folder or a cached hub id), or raise ConfigError naming it."""
@@ -50,7 +52,7 @@ def resolve_model(model: str) -> str:
         from trainables.tiny.lrm import resolve_tiny_path  # builds the tiny LRM on first use
 
         model = str(resolve_tiny_path(model))
-    if model.startswith(vllm_backend.CLOUD_PREFIXES):  # served by the vllm backend straight from the bucket
+    if model.startswith(CLOUD_PREFIXES):  # served by the vllm backend straight from the bucket
         return model.rstrip("/")
     path = Path(model).expanduser()
     if path.is_dir():
@@ -66,15 +68,6 @@ def resolve_model(model: str) -> str:
         raise ConfigError(f"model {model} is not a local folder, and HF_HUB_OFFLINE is set so it cannot be "
                           "downloaded; download it first or give a local path")
     return model
-
-
-def check_adapter(adapter: str) -> str:
-    """Return a peft adapter folder's absolute path, or raise ConfigError naming what is missing."""
-    path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
-        raise ConfigError(f"adapter {adapter}: no adapter_config.json there; give the folder a LoRA run saved "
-                          "(peft save_pretrained)")
-    return str(path.resolve())
 
 
 def _samples_digest(samples) -> str:
@@ -156,23 +149,12 @@ class EvaluatorService:
                 ray.shutdown()
         self.base_source, self._owns_ray = None, False
 
-    def _deploy_generator(self, source: str, app_name: str) -> None:
-        cfg = self.cfg
-        if cfg.backend == "vllm":
-            app = vllm_backend.build_app(cfg, source, cfg.vllm.lora_dir)
-        else:
-            from evaluators.transformers_backend import TransformersGenerator
+    @property
+    def _backend(self):
+        return get_backend(self.cfg.backend)  # looked up, not stored: modules do not pickle into trials
 
-            app = TransformersGenerator.options(
-                num_replicas=cfg.num_replicas,
-                ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
-                # One batch generating, the next filling, and room for stats and health calls.
-                max_ongoing_requests=2 * cfg.max_batch_size + 4,
-                max_constructor_retry_count=2,
-                logging_config={"enable_access_log": False},  # a line per request drowns a benchmark's output
-            ).bind(source, cfg.dtype, cfg.trust_remote_code, cfg.max_adapters_per_replica, cfg.max_batch_size,
-                   cfg.batch_wait_timeout_s)
-        serve.run(app, name=app_name, route_prefix=f"/{app_name}")
+    def _deploy_generator(self, source: str, app_name: str) -> None:
+        serve.run(self._backend.build_app(self.cfg, source), name=app_name, route_prefix=f"/{app_name}")
 
     def _deploy_judge(self, judge: str) -> None:
         app_name = self.judge_apps[judge] = f"{self.prefix}-judge-{judge}"
@@ -196,9 +178,9 @@ class EvaluatorService:
         names = benchmarks or cfg.benchmarks
         chosen = {name: get_benchmark(name, _data_dir(cfg)) for name in names}
         limit = limit if limit is not None else cfg.limit
-        if adapter is not None and cfg.backend == "transformers":
-            adapter = check_adapter(adapter)
-        if model is not None and model.startswith(vllm_backend.CLOUD_PREFIXES) and cfg.backend != "vllm":
+        if adapter is not None:
+            adapter = self._backend.check_adapter(adapter)
+        if model is not None and model.startswith(CLOUD_PREFIXES) and not self._backend.LOADS_FROM_CLOUD:
             raise ConfigError(f"model {model}: only the vllm backend loads a model from cloud storage; "
                               "download it and give the local folder")
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
@@ -212,7 +194,7 @@ class EvaluatorService:
         app_name = f"{self.prefix}-model-{uuid.uuid4().hex[:6]}" if own_app else self.app_name
         identity, cache = self._identity(source, adapter)
         # A fine-tuned checkpoint in a bucket keeps its base model's tokenizer, which is local.
-        cloud = source.startswith(vllm_backend.CLOUD_PREFIXES)
+        cloud = source.startswith(CLOUD_PREFIXES)
         planner = ReplyPlanner(cfg.generation, self._tokenizer(self.base_source if cloud else source))
         judges = functools.cache(self._judges)  # built once, and only if a safety benchmark is scored
         # A full-weights model is deployed on its first request, so a fully cached result loads nothing.
@@ -290,24 +272,17 @@ class EvaluatorService:
         if source not in self._tokenizers:
             from transformers import AutoTokenizer
 
+            from evaluators.vllm_backend import mirror_small_files
+
+            # A model served from a bucket: its tokenizer files are read from a local copy.
+            local = mirror_small_files(source) if source.startswith(CLOUD_PREFIXES) else source
             self._tokenizers[source] = AutoTokenizer.from_pretrained(
-                source, trust_remote_code=self.cfg.trust_remote_code)
+                local, trust_remote_code=self.cfg.trust_remote_code)
         return self._tokenizers[source]
 
     def _sender(self, app_name: str, source: str, adapter: str | None) -> Callable:
         """Return send(request) -> pending call, for the app's backend."""
-        cfg = self.cfg
-        if cfg.backend == "transformers":
-            handle = serve.get_app_handle(app_name)
-            return lambda request: HandleCall(handle.completions.remote(request))
-        host = "127.0.0.1" if cfg.http_host in ("0.0.0.0", "::") else cfg.http_host
-        url = f"http://{host}:{cfg.http_port}/{app_name}/v1/completions"
-        model_id = vllm_backend.served_model_id(source)
-        name = vllm_backend.adapter_name(adapter, cfg.vllm.lora_dir) if adapter else None
-        pool = http_pool(self._window())
-        return lambda request: FutureCall(pool.submit(
-            vllm_backend.post_completion, url, vllm_backend.vllm_request(request, model_id, name),
-            cfg.request_timeout_s))
+        return self._backend.make_sender(self.cfg, app_name, source, adapter)
 
     def _window(self) -> int:
         # Two batches per replica in flight keep replicas busy without queueing the whole benchmark.

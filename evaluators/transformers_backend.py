@@ -1,7 +1,9 @@
 """The transformers generator: one base model in a Serve deployment, serving many LoRA adapters.
 
 `TransformersEngine` holds the weights and generates a list of OpenAI-style completion requests;
-`TransformersGenerator` is the Serve deployment around it, which batches requests with `@serve.batch`.
+`TransformersGenerator` is the Serve deployment around it, which batches requests with `@serve.batch`;
+`build_app` and `make_sender` are the backend's interface (see `evaluators.backends`): requests go
+through the deployment's handle.
 Adapters are loaded into the one base model with peft (`load_adapter` + `set_adapter`), so a sweep's
 hundreds of adapters never reload the base weights. A full-weights checkpoint gets its own deployment.
 """
@@ -18,10 +20,42 @@ import torch
 from ray import serve
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
+from evaluators.config import EvalConfig
+from evaluators.dispatch import HandleCall
 from evaluators.generation import END_OF_TURN, Completion, completion_response
+from trainables.schema import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REQUEST_KEYS = {"model", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed"}
+LOADS_FROM_CLOUD = False  # peft loads local folders; a bucket checkpoint must be downloaded first
+
+
+def build_app(cfg: EvalConfig, source: str):
+    """Return the Serve application generating with the model folder (or hub id) `source`."""
+    return TransformersGenerator.options(
+        num_replicas=cfg.num_replicas,
+        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
+        # One batch generating, the next filling, and room for stats and health calls.
+        max_ongoing_requests=2 * cfg.max_batch_size + 4,
+        max_constructor_retry_count=2,
+        logging_config={"enable_access_log": False},  # a line per request drowns a benchmark's output
+    ).bind(source, cfg.dtype, cfg.trust_remote_code, cfg.max_adapters_per_replica, cfg.max_batch_size,
+           cfg.batch_wait_timeout_s)
+
+
+def make_sender(cfg: EvalConfig, app_name: str, source: str, adapter: str | None):
+    """Return send(request) -> a pending call on the app's deployment handle (the request names the adapter)."""
+    handle = serve.get_app_handle(app_name)
+    return lambda request: HandleCall(handle.completions.remote(request))
+
+
+def check_adapter(adapter: str) -> str:
+    """Return a peft adapter folder's absolute path, or raise ConfigError naming what is missing."""
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"adapter {adapter}: no adapter_config.json there; give the folder a LoRA run saved "
+                          "(peft save_pretrained)")
+    return str(path.resolve())
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:

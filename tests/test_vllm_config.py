@@ -82,7 +82,7 @@ def test_requests_name_the_adapter_and_keep_special_tokens(char_tokenizer):
 @pytest.mark.skipif(VLLM_INSTALLED, reason="vLLM is installed here, so the app builds")
 def test_building_the_app_without_vllm_says_to_install_the_extra():
     with pytest.raises(ConfigError, match="install the vllm extra"):
-        vllm_backend.build_app(make_cfg(), "/models/m", None)
+        vllm_backend.build_app(make_cfg(), "/models/m")
 
 
 def test_a_local_adapter_is_published_into_the_lora_dir_once(tmp_path):
@@ -100,6 +100,21 @@ def test_a_local_adapter_is_published_into_the_lora_dir_once(tmp_path):
 
     (adapter / "adapter_model.safetensors").write_bytes(b"other weights")
     assert vllm_backend.publish_adapter(adapter, lora_dir) != name
+
+
+def test_placement_bundles_put_the_engine_on_cpu():
+    config = vllm_backend.build_llm_config(make_cfg(vllm={"placement_bundles": [{"CPU": 1}]}), "/models/m", None)
+    assert config["placement_group_config"] == {"bundles": [{"CPU": 1.0}]}
+    assert "placement_group_config" not in vllm_backend.build_llm_config(make_cfg(), "/models/m", None)
+
+
+def test_the_s3_endpoint_and_cpu_cache_size_reach_the_replicas_but_no_keys(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    env = vllm_backend.build_llm_config(make_cfg(), "/models/m", None)["runtime_env"]["env_vars"]
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:9" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert "AWS_SECRET_ACCESS_KEY" not in env
 
 
 def test_a_checkpoint_in_a_bucket_is_mirrored_from_it():

@@ -1,0 +1,100 @@
+"""Shared pieces of the vLLM tests: the skip when vLLM is absent, a Ray sized for a CPU engine, CPU engine settings.
+
+vLLM engine starts are heavy (tens of seconds, a few GiB), so each vLLM test module starts one Ray,
+one Serve and as few engines as it can, and reuses them across its tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+
+import pytest
+
+
+def _vllm_missing() -> str | None:
+    try:
+        import ray.serve.llm  # noqa: F401 - fails without vLLM, or with a torchvision built for another torch
+        import vllm  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - any import failure means these tests cannot run here
+        return f"vLLM is not importable here ({type(err).__name__}: {err}); CI runs these tests in .venv-vllm"
+    return None
+
+
+VLLM_MISSING = _vllm_missing()
+requires_vllm = pytest.mark.skipif(VLLM_MISSING is not None, reason=VLLM_MISSING or "")
+
+# vLLM on CPU: float32 (the tiny LRM's dtype, and what the transformers backend uses on CPU), no
+# compiled graphs (each would cost minutes on 2 cores), and one CPU bundle instead of Ray Serve LLM's GPU.
+CPU_ENGINE = {"placement_bundles": [{"CPU": 1}], "max_model_len": 512, "max_lora_rank": 8,
+              "engine_kwargs": {"enforce_eager": True}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_ray() -> int:
+    """Start a local Ray and Serve for vLLM on a free 127.0.0.1 port, and return the port.
+
+    Logical CPUs, not cores: the engine's bundle, its replica and a transformers replica must all fit.
+    """
+    import ray
+    from ray import serve
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default would take far more
+    port = free_port()
+    for attempt in range(3):  # Ray gives its raylet 30 s to register; a machine under heavy load can miss that
+        try:
+            ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
+            break
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(err) or attempt == 2:
+                raise
+            ray.shutdown()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+def stop_ray() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def engine_replicas(app_name: str) -> list[str]:
+    """Return the names of the live vLLM engine replicas (LLMServer) of a Serve app."""
+    import ray
+
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(a["name"] for a in names if a["namespace"] == "serve" and f"::{app_name}#" in a["name"]
+                  and "LLMServer" in a["name"])
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Return the 95% Wilson score interval of a proportion, in percent."""
+    try:
+        from evaluators.stats import wilson_interval as shared
+    except ImportError:
+        shared = None
+    if shared is not None:
+        return shared(successes, n)
+    if successes == n:  # exact ends, not 99.999...: a perfect reading lies inside its own interval
+        low, _ = _wilson(successes, n, z)
+        return low, 100.0
+    if successes == 0:
+        return 0.0, _wilson(successes, n, z)[1]
+    return _wilson(successes, n, z)
+
+
+def _wilson(successes: int, n: int, z: float) -> tuple[float, float]:
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
