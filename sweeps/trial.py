@@ -20,6 +20,10 @@ from sweeps.spec import SweepSpec
 
 CHECKPOINT_TAG = "checkpoint_dir"
 ATTEMPTS_TAG = "attempts"
+# Where the trial's Train workers ran: the Ray node id, and its node type as cluster.yaml labels it.
+NODE_ID_TAG, NODE_TYPE_TAG = "node_id", "node_type"
+NODE_TYPE_LABEL = "safetytax/node-type"
+HEAD_RESOURCE = "node:__internal_head__"
 
 
 @dataclass
@@ -52,6 +56,19 @@ def trial_config(spec: SweepSpec, point: dict[str, Any], trial_id: str):
     """Return the AlignConfig of one trial: the base with the sampled point, named after the trial."""
     cfg = apply_point(spec.base, point)
     return cfg.model_copy(update={"name": f"{spec.name}-{trial_id}"})
+
+
+def node_type(node_id: str) -> str:
+    """Return the cluster node type of a Ray node: its safetytax/node-type label, "head", or "unlabelled"."""
+    import ray
+
+    for node in ray.nodes():
+        if node["NodeID"] == node_id:
+            labels = node.get("Labels") or {}
+            if NODE_TYPE_LABEL in labels:
+                return labels[NODE_TYPE_LABEL]
+            return "head" if HEAD_RESOURCE in node.get("Resources", {}) else "unlabelled"
+    return "unknown"
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -95,6 +112,9 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
 
     aligned = run_alignment(cfg, progress=False)
     client.set_tag(run_id, CHECKPOINT_TAG, str(aligned.checkpoint_dir))
+    if aligned.train_node_id:
+        client.set_tag(run_id, NODE_ID_TAG, aligned.train_node_id)
+        client.set_tag(run_id, NODE_TYPE_TAG, node_type(aligned.train_node_id))
     tracking.log_curve(client, run_id, "train_loss", aligned.step_losses)
     for epoch in aligned.epoch_metrics:
         step = int(epoch.get("epoch", 0))

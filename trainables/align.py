@@ -26,6 +26,7 @@ from trainables.sft import Features, load_tokenizer, read_training_log, tokenize
 # Ray Train's controller takes one report per worker each time it polls them (every 2 s unless set
 # otherwise); a worker that reports faster blocks. So step losses are reported in batches this often.
 REPORT_INTERVAL_S = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0))
+NODE_ID_KEY = "node_id"  # in each epoch's report: the Ray node the reporting worker runs on
 
 
 @dataclass
@@ -40,6 +41,7 @@ class AlignmentResult:
     num_examples: int
     # The same checkpoint in remote storage (s3://, gs://), for readers on other nodes; None when local.
     checkpoint_uri: str | None = None
+    train_node_id: str | None = None  # the Ray node rank 0 trained on (a cluster's GPU node)
 
 
 @dataclass
@@ -108,7 +110,8 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True) -> AlignmentResult
         # Ray Train logs every report at INFO; the workers print their own progress instead.
         run_config=RunConfig(name=run_name, storage_path=storage_path, logging_config=LoggingConfig("WARNING")),
     )
-    checkpoint = trainer.fit().checkpoint
+    result = trainer.fit()
+    checkpoint = result.checkpoint
     checkpoint_uri = None
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         checkpoint_dir = Path(checkpoint.path)
@@ -118,7 +121,8 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True) -> AlignmentResult
     log = read_training_log(checkpoint_dir)
     return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune, base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
-                           num_examples=log.num_examples, checkpoint_uri=checkpoint_uri)
+                           num_examples=log.num_examples, checkpoint_uri=checkpoint_uri,
+                           train_node_id=(result.metrics or {}).get(NODE_ID_KEY))
 
 
 def _cpu_threads() -> int:
@@ -164,12 +168,14 @@ def _train_worker(config: dict) -> None:
     else:
         model = prepare_model(sft.load_model(run.model_path, cfg, device))
 
+    node_id = ray.get_runtime_context().get_node_id()  # returned with the result: where the trial trained
+
     def on_step(steps: list[dict]) -> None:
         ray.train.report({**steps[-1], "step_losses": [s["loss"] for s in steps]})
 
     def on_epoch_end(log: sft.TrainLog, is_last: bool, steps: list[dict]) -> None:
         # The epoch's report also carries the loss of the steps since the last step report.
-        metrics = {**log.epoch_metrics[-1], "step_losses": [s["loss"] for s in steps]}
+        metrics = {**log.epoch_metrics[-1], "step_losses": [s["loss"] for s in steps], NODE_ID_KEY: node_id}
         if not (is_last or cfg.train.save_every_epoch):
             ray.train.report(metrics)
             return
