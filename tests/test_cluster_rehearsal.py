@@ -260,7 +260,7 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
     assert node_types(alive_nodes(dashboard)) == ["head"]
     assert active_in_status(ray_cli(RAY_STATUS, rehearsal)) == ["1 ray.head.default"]
 
-    ray_cli(JOB_SUBMIT, rehearsal, retry_on="No available agent")  # the head's job agent starts after `ray start`
+    ray_cli(JOB_SUBMIT, rehearsal, retry_on="No available agent", timeout_s=600)  # the head's job agent starts after `ray start`
     seen_types: set[str] = set()
 
     def training_node():
