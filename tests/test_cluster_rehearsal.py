@@ -263,14 +263,21 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
     ray_cli(JOB_SUBMIT, rehearsal, retry_on="No available agent", timeout_s=600)  # the head's job agent starts after `ray start`
     seen_types: set[str] = set()
 
+    bucket = boto3.client("s3")
+
     def training_node():
         seen_types.update(node_types(alive_nodes(dashboard)))
+        # Mid-training, not mid-start-up: Ray Train restarts a worker group that dies while it starts
+        # without failing the trial, so wait for the first epoch's checkpoint in the bucket.
+        listed = bucket.list_objects_v2(Bucket=BUCKET, Prefix="train/").get("Contents", [])
+        if not any("/epoch_" in o["Key"] for o in listed):
+            return None
         actors = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker"),
                                                          ("state", "=", "ALIVE")], raise_on_missing_output=False)
         return actors[0].node_id if actors else None
 
     # Kill the first trial's training node while it trains: the trial must be retried on another.
-    killed_node = wait_for("a Train worker of the first trial", training_node, 600, 2)
+    killed_node = wait_for("the first trial to train past its first epoch", training_node, 900, 1)
     assert kill_node(killed_node, head_pgid) > 0
 
     # Polled in this process: a `ray` CLI call every few seconds would take a core from the sweep.
@@ -285,7 +292,7 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
     status = ray_cli(JOB_STATUS, rehearsal)
     logs = ray_cli(JOB_LOGS, rehearsal)
     (rehearsal["log_dir"] / "job.log").write_text(logs)
-    assert "SUCCEEDED" in status, logs[-4000:]
+    assert "succeeded" in status.lower(), logs[-4000:]
     assert {TRAIN_TYPE, EVALUATOR_TYPE} <= seen_types, seen_types
     for progress in ("base model: harmful_score=", "[1/2] trial", "[2/2] trial", "hypervolume:"):
         assert progress in logs, progress
@@ -303,8 +310,9 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
         assert trial.data.tags["node_type"] == TRAIN_TYPE  # trained on a worker, not on the head
         assert trial.data.tags[tracking.PARETO_TAG] in ("true", "false")
     assert any(t.data.tags[tracking.PARETO_TAG] == "true" for t in trials)
+    # The killed trial failed, Tune ran it again (max_failures 1), and it finished on another node.
     [retried] = [t for t in trials if t.data.tags["attempts"] == "2"]
-    assert retried.data.tags["node_id"] != killed_node
+    assert all(t.data.tags["node_id"] != killed_node for t in trials)
     # Checkpoints travelled through the bucket.
     keys = [o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
             for o in page.get("Contents", [])]
