@@ -140,6 +140,27 @@ class EvalConfig(Strict):
     num_cpus_per_replica: float = Field(
         1.0, ge=0.0, description="CPUs each generator replica reserves (for vLLM, on top of its placement bundles)."
     )
+    resources_per_replica: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each transformers replica reserves on top of its "
+        "CPUs and GPUs, e.g. {gpu1_h100: 1} to land on that node type of cluster.local.yaml.")
+
+    @field_validator("resources_per_replica")
+    @classmethod
+    def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory"):
+                raise ValueError(f"{name} has a field of its own (num_cpus_per_replica, num_gpus_per_replica); "
+                                 "give only custom resources here")
+            if amount < 0:
+                raise ValueError(f"{name} must be >= 0, got {amount}")
+        return value
+
+    @model_validator(mode="after")
+    def _resources_for_transformers(self) -> "EvalConfig":
+        if self.resources_per_replica and self.backend == "vllm":
+            raise ValueError("resources_per_replica: the vllm backend places its engine by vllm.accelerator_type; "
+                             "remove resources_per_replica or use backend transformers")
+        return self
 
     @model_validator(mode="after")
     def _judges_agree(self) -> "EvalConfig":

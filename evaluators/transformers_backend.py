@@ -34,7 +34,8 @@ def build_app(cfg: EvalConfig, source: str):
     """Return the Serve application generating with the model folder (or hub id) `source`."""
     return TransformersGenerator.options(
         num_replicas=cfg.num_replicas,
-        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
+        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica,
+                           "resources": cfg.resources_per_replica},
         # One batch generating, the next filling, and room for stats and health calls.
         max_ongoing_requests=2 * cfg.max_batch_size + 4,
         max_constructor_retry_count=2,

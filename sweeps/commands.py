@@ -1,6 +1,6 @@
 """The `sweep` and `pareto` subcommands of `safetytax`.
 
-`safetytax sweep [CONFIG] [key=value ...] [--resume] [--dry-run]` runs a sweep file (the embedded
+`safetytax sweep [CONFIG] [key=value ...] [--resume] [--dry-run [--cluster FILE]]` runs a sweep file (the embedded
 tiny.yaml when CONFIG is omitted), or with --dry-run only checks it and prints its plan; `safetytax
 pareto` prints the front recorded in MLflow and the plot's path.
 Bad input raises ConfigError, which the CLI turns into exit code 2 before Ray starts.
@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     sweep.add_argument("--dry-run", action="store_true",
                        help="Validate the sweep and print its trial plan and the resources each trial needs "
                             "(GPUs, memory, estimated GPU-hours) without starting or downloading anything.")
+    sweep.add_argument("--cluster", metavar="FILE", default=None,
+                       help="With --dry-run: a Ray cluster config (cluster.yaml, cluster.local.yaml); the plan "
+                            "names the node types each trial's driver, Train workers and evaluator land on, and "
+                            "those the autoscaler scales up from zero.")
     sweep.set_defaults(func=sweep_command)
 
     pareto = subparsers.add_parser(
@@ -65,11 +69,14 @@ def sweep_spec(args: argparse.Namespace) -> SweepSpec:
 
 def sweep_command(args: argparse.Namespace) -> int:
     """Run or resume the sweep; return 0 when every trial ran, 130 when interrupted (resumable)."""
+    if args.cluster is not None and not args.dry_run:
+        raise ConfigError("--cluster is read by --dry-run only; add --dry-run (a sweep runs on the cluster it "
+                          "is submitted to)")
     spec = sweep_spec(args)
     if args.dry_run:
         from sweeps.plan import render_plan
 
-        print(render_plan(spec, resume=args.resume), end="")
+        print(render_plan(spec, resume=args.resume, cluster=args.cluster), end="")
         return 0
     from sweeps.runner import run_sweep
 

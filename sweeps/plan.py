@@ -258,19 +258,125 @@ def check_lines(spec: SweepSpec, resume: bool) -> list[str]:
     for field, uri in (("mlflow.tracking_uri", spec.mlflow.tracking_uri), ("optuna.storage", spec.optuna.storage)):
         if uri is not None:
             unchecked.append(f"{field} {redact_uri(uri)} (not opened in a dry run)")
-    unchecked.append("that the cluster has the GPUs, nodes and memory above")
+    unchecked.append("that the cluster has the GPUs, nodes and memory above (--cluster FILE names its node types)")
     return [f"checked: {line}" for line in checked] + [f"not checked: {line}" for line in unchecked]
 
 
-def render_plan(spec: SweepSpec, resume: bool = False) -> str:
-    """Return the dry run's report of a validated spec: search, resources, checks; ConfigError on bad input."""
+def render_plan(spec: SweepSpec, resume: bool = False, cluster: str | Path | None = None) -> str:
+    """Return the dry run's report of a validated spec: search, resources, checks; ConfigError on bad input.
+
+    With `cluster` (a cluster-launcher YAML) it also names the node types the trials land on and scale up.
+    """
     study = f"{spec.study_name} in {redact_uri(spec.optuna.storage)}" if spec.optuna.storage else "in Tune's state"
     out = [f"sweep {spec.name}: dry run, nothing started",
            f"model: {spec.base.model} ({spec.base.finetune}), data: {spec.base.data.path}",
            f"tracking: MLflow {redact_uri(spec.mlflow.tracking_uri)} (experiment {spec.experiment_name}); "
            f"Optuna study {study}; Tune state {spec.experiment_path}"]
-    sections = [("Search", search_lines(spec)), ("Resources", resource_lines(spec)),
-                ("Checks", check_lines(spec, resume))]
+    sections = [("Search", search_lines(spec)), ("Resources", resource_lines(spec))]
+    if cluster is not None:
+        sections.append((f"Cluster ({cluster})", cluster_lines(spec, cluster)))
+    sections.append(("Checks", check_lines(spec, resume)))
     for title, lines in sections:
         out += ["", title, *(f"  {line}" for line in lines)]
     return "\n".join(out) + "\n"
+
+
+# What Ray reads from an AWS instance type when a node type declares no resources (cluster.yaml's GPU
+# types): vCPUs, GPUs and the accelerator_type resource. A type missing here must declare its resources.
+INSTANCE_RESOURCES = {
+    "m7i.4xlarge": {"CPU": 16},
+    "p5.48xlarge": {"CPU": 192, "GPU": 8, "accelerator_type:H100": 1},
+    "p5e.48xlarge": {"CPU": 192, "GPU": 8, "accelerator_type:H200": 1},
+    "p5en.48xlarge": {"CPU": 192, "GPU": 8, "accelerator_type:H200": 1},
+    "p5.4xlarge": {"CPU": 16, "GPU": 1, "accelerator_type:H100": 1},
+    "g6e.xlarge": {"CPU": 4, "GPU": 1, "accelerator_type:L40S": 1},
+    "g6e.2xlarge": {"CPU": 8, "GPU": 1, "accelerator_type:L40S": 1},
+    "g5.xlarge": {"CPU": 4, "GPU": 1, "accelerator_type:A10G": 1},
+    "g5.2xlarge": {"CPU": 8, "GPU": 1, "accelerator_type:A10G": 1},
+}
+HEAD_RESOURCE = "node:__internal_head__"
+UNPLACED = ("memory", "object_store_memory")  # every node has some; the plan does not size them
+
+
+def read_cluster(path: str | Path) -> dict:
+    """Return a Ray cluster-launcher YAML as data; ConfigError naming --cluster when it is missing or is not one."""
+    from trainables.schema import read_yaml
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--cluster: file {path} does not exist (give cluster.yaml or cluster.local.yaml)")
+    data = read_yaml(Path(path))
+    if not isinstance(data.get("available_node_types"), dict) or data.get("head_node_type") not in data[
+            "available_node_types"]:
+        raise ConfigError(f"--cluster: {path} is not a Ray cluster config (it needs available_node_types and a "
+                          "head_node_type among them)")
+    return data
+
+
+def node_type_resources(cluster: dict) -> dict[str, dict[str, float] | None]:
+    """Return each node type's Ray resources: declared ones, else its instance type's; None when unknown."""
+    found = {}
+    for name, node in cluster["available_node_types"].items():
+        declared = {k: float(v) for k, v in (node.get("resources") or {}).items()}
+        instance = (node.get("node_config") or {}).get("InstanceType")
+        resources = {**{k: float(v) for k, v in INSTANCE_RESOURCES.get(instance, {}).items()}, **declared}
+        if not resources:
+            found[name] = None
+            continue
+        if name == cluster["head_node_type"]:
+            resources[HEAD_RESOURCE] = 1.0
+        found[name] = resources
+    return found
+
+
+def fitting_types(demand: dict[str, float], types: dict[str, dict[str, float] | None]) -> list[str]:
+    """Return the node types one bundle of `demand` fits on (memory is not compared)."""
+    asked = {k: v for k, v in demand.items() if v > 0 and k not in UNPLACED}
+    return [name for name, have in types.items()
+            if have is not None and all(have.get(k, 0.0) >= v for k, v in asked.items())]
+
+
+def evaluator_demand(cfg: EvalConfig) -> dict[str, float]:
+    """Return what one generator replica reserves."""
+    if cfg.backend == "vllm":
+        accelerator = {f"accelerator_type:{cfg.vllm.accelerator_type}": 0.001} if cfg.vllm.accelerator_type else {}
+        return {"GPU": generator_gpus(cfg), **accelerator}
+    return {"CPU": cfg.num_cpus_per_replica, "GPU": cfg.num_gpus_per_replica, **cfg.resources_per_replica}
+
+
+def cluster_lines(spec: SweepSpec, path: str | Path) -> list[str]:
+    """Return the node types each part of a trial lands on, and those it scales up; ConfigError when none fits."""
+    cluster = read_cluster(path)
+    types = node_type_resources(cluster)
+    head = cluster["head_node_type"]
+    demands = [("trial driver", "resources_per_trial", spec.resources_per_trial, 1),
+               ("train worker", "base.scaling", train_resources(spec.base), spec.base.scaling.num_workers),
+               ("evaluator replica", "evaluation", evaluator_demand(spec.evaluation), spec.evaluation.num_replicas)]
+    lines, scaled = [], []
+    for what, field, demand, count in demands:
+        fits = fitting_types(demand, types)
+        if not fits:
+            raise ConfigError(f"{field}: no node type in {path} can hold one {what} {_amounts(demand)} "
+                              f"(node types: {', '.join(types)}); change the request or add a node type")
+        nodes = cluster["available_node_types"]
+        workers = [name for name in fits if name != head]
+        where = ", ".join(f"{name} ({nodes[name].get('min_workers', 0)} at start, up to "
+                          f"{nodes[name].get('max_workers', cluster.get('max_workers'))})" for name in workers)
+        if head in fits:
+            # The autoscaler launches nodes only for what running nodes cannot hold.
+            where = f"{head}" + (f" while it has room, then {where}" if workers else "")
+        elif len(workers) > 1:
+            where = "one of " + where
+        if count > 1:
+            together = fitting_types({k: count * v for k, v in demand.items()}, types)
+            where += f"; all {count} on one node: {', '.join(together) if together else 'no node type'}"
+        lines.append(f"{count} x {what} {_amounts(demand)}: {where}")
+        if head not in fits:
+            scaled += [name for name in workers if nodes[name].get("min_workers", 0) == 0]
+    unknown = [name for name, have in types.items() if have is None]
+    if unknown:
+        lines.append(f"not matched: {', '.join(unknown)} (no resources declared and an instance type this plan "
+                     "does not know)")
+    scaled = list(dict.fromkeys(scaled))
+    lines.append("scaled up from zero when trials ask: " + (", ".join(scaled) if scaled else "none (the trials "
+                                                                                           "fit on running nodes)"))
+    return lines

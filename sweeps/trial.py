@@ -29,6 +29,10 @@ RESUMED_TAG = "train.resumed_at_steps"
 RECORDED_FLAG = "from_record"
 REUSED_TAG = "reused_from"  # the trial id whose recorded result this trial reuses (an exact repeat)
 TIME_PREFIX = "time/"  # a trial's wall time by phase, in seconds; sweeps.report sums them into the sweep's share
+# Where the trial's Train workers ran: the Ray node id, and its node type as cluster.yaml labels it.
+NODE_ID_TAG, NODE_TYPE_TAG = "node_id", "node_type"
+NODE_TYPE_LABEL = "safetytax/node-type"
+HEAD_RESOURCE = "node:__internal_head__"
 
 
 @dataclass
@@ -66,6 +70,19 @@ def trial_config(spec: SweepSpec, point: dict[str, Any], trial_id: str):
 def bundle_params(spec: SweepSpec, point: dict[str, Any]) -> dict[str, str]:
     """Return {searched path: bundle name} for the bundles of a point; their fields are logged as usual."""
     return {path: str(value) for path, value in point.items() if spec.search_space[path].bundles}
+
+
+def node_type(node_id: str) -> str:
+    """Return the cluster node type of a Ray node: its safetytax/node-type label, "head", or "unlabelled"."""
+    import ray
+
+    for node in ray.nodes():
+        if node["NodeID"] == node_id:
+            labels = node.get("Labels") or {}
+            if NODE_TYPE_LABEL in labels:
+                return labels[NODE_TYPE_LABEL]
+            return "head" if HEAD_RESOURCE in node.get("Resources", {}) else "unlabelled"
+    return "unknown"
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -158,6 +175,16 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
         client.set_tag(run_id, f"{prefix}{RESUMED_TAG}", ", ".join(map(str, aligned.resumed_at_steps)))
     # An earlier attempt may have logged some of these already: each step is logged once.
     tracking.log_curve(client, run_id, f"{prefix}train_loss", aligned.step_losses)
+    cfg = trial_config(spec, point, trial_id)
+    tracking.log_params(client, run_id, tracking.flatten_params(cfg.model_dump(mode="json")))
+    client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
+
+    aligned = run_alignment(cfg, progress=False)
+    client.set_tag(run_id, CHECKPOINT_TAG, str(aligned.checkpoint_dir))
+    if aligned.train_node_id:
+        client.set_tag(run_id, NODE_ID_TAG, aligned.train_node_id)
+        client.set_tag(run_id, NODE_TYPE_TAG, node_type(aligned.train_node_id))
+    tracking.log_curve(client, run_id, "train_loss", aligned.step_losses)
     for epoch in aligned.epoch_metrics:
         step = int(epoch.get("epoch", 0))
         tracking.log_new_metrics(client, run_id, {f"{prefix}train/{name}": v for name, v in epoch.items()

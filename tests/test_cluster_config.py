@@ -15,12 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweeps.cli import main
+from sweeps.plan import INSTANCE_RESOURCES
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
-# GPUs per instance of the types this cluster may use; a new type needs its count here.
-GPUS_PER_INSTANCE = {"p5.48xlarge": 8, "p5e.48xlarge": 8, "p5en.48xlarge": 8, "p5.4xlarge": 1,
-                     "g6e.xlarge": 1, "g6e.2xlarge": 1, "g5.xlarge": 1, "g5.2xlarge": 1}
+TWIN_YAML = REPO / "cluster.local.yaml"
+# GPUs per instance of the types this cluster may use; a new type needs its resources in sweeps/plan.py.
+GPUS_PER_INSTANCE = {name: int(resources.get("GPU", 0)) for name, resources in INSTANCE_RESOURCES.items()}
 GPU_FAMILIES = ("p", "g", "dl", "trn", "inf")
+NODE_TYPE_LABEL = "safetytax/node-type"
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +104,7 @@ def test_gpu_types_autoscale_from_zero_and_the_head_has_no_gpu(cluster):
     for name, node in worker_types(cluster).items():
         assert node["min_workers"] == 0, name
         instance = node["node_config"]["InstanceType"]
-        assert instance in GPUS_PER_INSTANCE, f"{name}: add {instance}'s GPU count to GPUS_PER_INSTANCE"
+        assert instance in GPUS_PER_INSTANCE, f"{name}: add {instance}'s resources to sweeps/plan.py"
         gpus[name] = GPUS_PER_INSTANCE[instance]
     assert 8 in gpus.values(), "no 8-GPU node type for 32B training"
     assert 1 in gpus.values(), "no 1-GPU node type for evaluators and the judge"
@@ -138,3 +142,88 @@ def test_setup_refuses_an_incomplete_env_file(cluster, tmp_path, env_file, error
     else:
         assert result.returncode != 0
         assert error in result.stderr
+
+
+# ---- cluster.local.yaml, the one-machine twin ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twin() -> dict:
+    return yaml.safe_load(TWIN_YAML.read_text())
+
+
+def test_the_twin_and_the_aws_file_declare_the_same_node_types(cluster, twin):
+    assert set(twin["available_node_types"]) == set(cluster["available_node_types"])
+    assert twin["head_node_type"] == cluster["head_node_type"]
+    assert ({name: node["min_workers"] for name, node in worker_types(twin).items()}
+            == {name: node["min_workers"] for name, node in worker_types(cluster).items()})
+    for config in (cluster, twin):  # trials tag the node type they trained on from this label
+        for name, node in worker_types(config).items():
+            assert node["labels"][NODE_TYPE_LABEL] == name
+
+
+def test_the_twin_runs_on_the_fake_provider_with_cpu_only_stand_ins(cluster, twin):
+    from ray.autoscaler._private.util import validate_config
+
+    validate_config(twin)
+    assert twin["provider"]["type"] == "fake_multinode"
+    assert 0 < twin["idle_timeout_minutes"] <= 1, "the rehearsal watches idle workers go back"
+    for name, node in worker_types(twin).items():
+        gpus = GPUS_PER_INSTANCE[cluster["available_node_types"][name]["node_config"]["InstanceType"]]
+        assert node["resources"].get("GPU", 0) == 0, name
+        assert node["resources"][name] == gpus, f"{name}: one unit of the custom resource per GPU it stands for"
+    assert twin["available_node_types"][twin["head_node_type"]]["max_workers"] == 0
+
+
+def test_the_twin_opens_with_its_command():
+    head = TWIN_YAML.read_text().splitlines()[:8]
+    assert any("ray start --head" in line and "--autoscaling-config=cluster.local.yaml" in line for line in head)
+
+
+# ---- `safetytax sweep --dry-run --cluster` ----------------------------------------------------------------
+
+ON_THE_TWIN = ["base.scaling.resources_per_worker={CPU: 1, gpu8_h100: 1}",
+               "evaluation.resources_per_replica={gpu1_h100: 1}",
+               'resources_per_trial={CPU: 0, memory: 536870912, "node:__internal_head__": 0.001}']
+
+
+def dry_run(capsys, *args) -> tuple[int, str]:
+    code = main(["sweep", str(REPO / "sweeps" / "tiny.yaml"), *args])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_the_dry_run_names_the_node_types_the_trials_scale_up(capsys):
+    code, out = dry_run(capsys, *ON_THE_TWIN, "--dry-run", "--cluster", str(TWIN_YAML))
+    assert code == 0, out
+    section = out[out.index("Cluster ("):out.index("Checks")]
+    assert "trial driver {CPU: 0, memory: 512 MiB, node:__internal_head__: 0.001}: ray.head.default\n" in section
+    assert "train worker {CPU: 1, gpu8_h100: 1}: gpu8_h100 (0 at start, up to 2)" in section
+    assert "evaluator replica {CPU: 0, GPU: 0, gpu1_h100: 1}: gpu1_h100 (0 at start, up to 2)" in section
+    assert "scaled up from zero when trials ask: gpu8_h100, gpu1_h100\n" in section
+
+
+def test_the_dry_run_reads_gpus_from_aws_instance_types(capsys):
+    code, out = dry_run(capsys, "base.scaling.num_workers=8", "base.scaling.use_gpu=true",
+                        "base.scaling.resources_per_worker={CPU: 4, GPU: 1}", "--dry-run", "--cluster",
+                        str(CLUSTER_YAML))
+    assert code == 0, out
+    assert "all 8 on one node: gpu8_h100\n" in out  # only the p5.48xlarge has 8 GPUs
+    # The evaluator asks for no GPU here, so it waits on the head and nothing scales for it.
+    assert "evaluator replica {CPU: 0, GPU: 0}: ray.head.default while it has room" in out
+
+
+def test_a_request_no_node_type_can_hold_fails_naming_the_field(capsys):
+    code, out = dry_run(capsys, "base.scaling.resources_per_worker={CPU: 1, gpu4_a100: 1}", "--dry-run",
+                        "--cluster", str(TWIN_YAML))
+    assert code == 2
+    assert "base.scaling: no node type in" in out and "gpu4_a100" in out
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--cluster", "cluster.local.yaml"], "--cluster is read by --dry-run only"),
+    (["--dry-run", "--cluster", "no-such-cluster.yaml"], "--cluster: file no-such-cluster.yaml does not exist"),
+])
+def test_cluster_option_errors(capsys, args, error):
+    code, out = dry_run(capsys, *args)
+    assert code == 2 and error in out

@@ -27,6 +27,7 @@ from trainables.sft import Features, load_tokenizer, read_training_log, tokenize
 # sets the poll interval); a worker that reports faster blocks. So step losses are reported in batches,
 # one batch per poll interval and at least this far apart.
 MIN_REPORT_INTERVAL_S = 0.5
+NODE_ID_KEY = "node_id"  # in each checkpoint report: the Ray node the reporting worker runs on
 
 
 @dataclass
@@ -44,6 +45,7 @@ class AlignmentResult:
     checkpoint_uri: str | None = None
     # Where the run's wall time went, in seconds, by phase (see phase_seconds).
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    train_node_id: str | None = None  # the Ray node rank 0 trained on (a cluster's GPU node)
 
 
 @dataclass
@@ -141,7 +143,8 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune, base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
                            num_examples=log.num_examples, resumed_at_steps=log.resumed_at_steps,
-                           checkpoint_uri=checkpoint_uri, phase_seconds=phases)
+                           checkpoint_uri=checkpoint_uri, phase_seconds=phases,
+                           train_node_id=(result.metrics or {}).get(NODE_ID_KEY))
 
 
 # Keys of the final report that carry the worker's clock readings (seconds since the epoch, or durations).
@@ -217,6 +220,8 @@ def _train_worker(config: dict) -> None:
         model = prepare_model(model)
     timing = {"timing/worker_started_at": started_at, "timing/model_load_s": time.time() - started_at}
 
+    node_id = ray.get_runtime_context().get_node_id()  # returned with the result: where the trial trained
+
     def on_step(steps: list[dict]) -> None:
         ray.train.report({**steps[-1], "step_losses": [s["loss"] for s in steps]})
 
@@ -228,7 +233,7 @@ def _train_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             save_start = time.time()
             sft.save_checkpoint(model, tokenizer, directory, cfg, log, rank, resume=state)  # collective under FSDP
-            metrics = {**metrics, "step_losses": [s["loss"] for s in steps]}
+            metrics = {**metrics, "step_losses": [s["loss"] for s in steps], NODE_ID_KEY: node_id}
             if name == "final":  # the driver turns these into the run's phase times
                 metrics.update(timing, **{"timing/checkpoint_save_s": time.time() - save_start,
                                           "timing/report_started_at": time.time()})

@@ -1,0 +1,323 @@
+"""The cluster rehearsal: cluster.local.yaml started as docs/cluster.md says, a sweep submitted as a Ray job.
+
+Everything is real: Ray's fake multi-node provider launches GPU node types as local raylets, an
+`mlflow server` and moto's S3 server listen on 127.0.0.1, and `ray job submit` runs `safetytax sweep`
+on the head. The test asserts what a user would check: no workers at the start, workers of the right
+types while trials ask for them, one worker node killed mid-trial and the trial retried on a new node,
+the job SUCCEEDED with the sweep's progress in its logs, every run in MLflow, and idle workers gone.
+
+The cluster runs in a private --temp-dir, so no other process's `ray.init()` finds it (Ray reads
+<temp-dir>/ray_current_cluster), and is stopped by killing its process group, never by `ray stop`,
+which stops every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+TWIN = REPO / "cluster.local.yaml"
+DOCS = REPO / "docs" / "cluster.md"
+BUCKET = "safetytax"
+JOB_ID = "rehearsal"
+TRAIN_TYPE, EVALUATOR_TYPE = "gpu8_h100", "gpu1_h100"
+
+# docs/cluster.md ("Rehearse it on your laptop") shows these commands with $NAME for each {name}.
+RAY_START = ("ray start --head --port={gcs_port} --num-cpus=2 --temp-dir={temp_dir} --dashboard-host=127.0.0.1 "
+             "--dashboard-port={dashboard_port} --ray-client-server-port={client_port} "
+             "--autoscaling-config={cluster_config}")
+MLFLOW_SERVER = ("mlflow server --host 127.0.0.1 --port {mlflow_port} --backend-store-uri sqlite:///{mlflow_db} "
+                 "--artifacts-destination s3://safetytax/mlflow-artifacts --workers 1")
+JOB_SUBMIT = ("ray job submit --address http://127.0.0.1:{dashboard_port} --submission-id {job_id} --no-wait -- "
+              "safetytax sweep {repo}/sweeps/tiny.yaml name=rehearsal num_samples=2 population_size=2 "
+              "max_concurrent_trials=1 search_space.data.size.choice=[30,60] search_space.train.epochs.int=[3,4] "
+              "base.train.save_every_epoch=true 'base.scaling.resources_per_worker={{CPU: 1, gpu8_h100: 1}}' "
+              "'evaluation.resources_per_replica={{gpu1_h100: 1}}' evaluation.limit=20 evaluation.cache_dir=null "
+              "evaluation.http_port={serve_port} "
+              "'resources_per_trial={{CPU: 0, memory: 536870912, \"node:__internal_head__\": 0.001}}' "
+              "storage_path=s3://safetytax/sweeps base.storage_path=s3://safetytax/train base.output_dir={runs} "
+              "mlflow.tracking_uri=http://127.0.0.1:{mlflow_port} mlflow.experiment=rehearsal")
+RAY_STATUS = "ray status --address 127.0.0.1:{gcs_port}"
+JOB_STATUS = "ray job status --address http://127.0.0.1:{dashboard_port} {job_id}"
+JOB_LOGS = "ray job logs --address http://127.0.0.1:{dashboard_port} {job_id}"
+DOCUMENTED = (RAY_START, MLFLOW_SERVER, RAY_STATUS, JOB_SUBMIT, JOB_STATUS, JOB_LOGS)
+
+
+def as_documented(template: str) -> str:
+    """Return a command template as docs/cluster.md writes it: {name} as $NAME, {{ }} as braces."""
+    return re.sub(r"(?<!\{)\{([a-z_]+)\}(?!\})", lambda m: "$" + m.group(1).upper(), template).replace(
+        "{{", "{").replace("}}", "}")
+
+
+def test_the_docs_show_the_commands_this_test_runs():
+    text = re.sub(r"\\\n\s*", "", DOCS.read_text())  # shell line continuations
+    text = re.sub(r"[ \t]+", " ", text)
+    for template in DOCUMENTED:
+        assert as_documented(template) in text, f"docs/cluster.md lacks: {as_documented(template)}"
+
+
+class Processes:
+    """The processes this test starts, each leading its own process group; `stop()` ends every group."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir, self.started = log_dir, []
+
+    def start(self, name: str, command: str, env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        process = subprocess.Popen(shlex.split(command), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for process in self.started:
+                try:
+                    os.killpg(process.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 20
+            while sig == signal.SIGTERM and time.monotonic() < deadline and any(
+                    group_members(p.pid) for p in self.started):
+                time.sleep(0.5)
+        for process in self.started:
+            process.poll()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Return the live (non-zombie) processes of a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def wait_for(what: str, check, timeout_s: float, interval_s: float = 1.0):
+    """Return check()'s first truthy value, polling; fail naming `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def alive_nodes(dashboard: str) -> list:
+    from ray.util.state import list_nodes
+
+    try:
+        return [n for n in list_nodes(address=dashboard, raise_on_missing_output=False) if n.state == "ALIVE"]
+    except Exception:  # the dashboard is still starting
+        return []
+
+
+def active_in_status(status: str) -> list[str]:
+    """Return the "Active:" lines of `ray status`, e.g. ["1 ray.head.default", "1 gpu1_h100"]."""
+    block = status.split("Active:", 1)[1].split("Pending:", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def node_types(nodes) -> list[str]:
+    return sorted(n.labels.get("safetytax/node-type", "head" if n.is_head_node else "?") for n in nodes)
+
+
+def kill_node(node_id: str, pgid: int) -> int:
+    """SIGKILL every process of one fake node (its raylet, agents and workers), as if the machine died."""
+    killed = 0
+    for pid in group_members(pgid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={node_id}".encode() in environ:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def start_head(processes: Processes, values: dict, env: dict, dashboard: str) -> subprocess.Popen:
+    """Run the documented `ray start` until the head is up; once more if it timed out (Ray allows a raylet 30 s)."""
+    for attempt in (1, 2):
+        head = processes.start(f"ray_start_{attempt}", RAY_START.format(**values), env)
+        deadline = time.monotonic() + 300
+        while (head.poll() is None or head.returncode == 0) and time.monotonic() < deadline:
+            if alive_nodes(dashboard):
+                return head
+            time.sleep(2)
+        log = (processes.log_dir / f"ray_start_{attempt}.log").read_text()
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if "timed out during startup" not in log or attempt == 2:
+            pytest.fail(f"ray start failed:\n{log[-3000:]}")
+        time.sleep(5)
+
+
+@pytest.fixture
+def rehearsal(tmp_path, monkeypatch):
+    """The cluster, MLflow and S3 servers of the rehearsal, started as the docs say; every process stopped after."""
+    import boto3
+
+    from s3_server import start_s3_server
+    from trainables.tiny.lrm import resolve_tiny_path
+
+    resolve_tiny_path("tiny://lrm")  # built once and cached; the job would otherwise build it
+    ports = {name: free_port() for name in ("gcs_port", "dashboard_port", "client_port", "mlflow_port",
+                                           "serve_port")}
+    values = {**ports, "temp_dir": f"/tmp/st-ray-{os.getpid()}", "repo": str(REPO), "job_id": JOB_ID,
+              "runs": str(tmp_path / "runs"), "mlflow_db": str(tmp_path / "mlflow.db"),
+              "cluster_config": str(tmp_path / "cluster.local.yaml")}
+    # The twin as shipped, with workers pointed at this test's GCS port instead of 6379.
+    config = yaml.safe_load(TWIN.read_text())
+    config["provider"]["gcs_address"] = f"127.0.0.1:{ports['gcs_port']}"
+    Path(values["cluster_config"]).write_text(yaml.safe_dump(config))
+
+    s3 = start_s3_server()
+    processes = Processes(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(s3.env(), RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
+               AUTOSCALER_HEARTBEAT_TIMEOUT_S="10", RAY_AUTH_MODE="token",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    for name, value in {**s3.env(), "RAY_AUTH_MODE": "token"}.items():
+        monkeypatch.setenv(name, value)  # this process reads the bucket and the cluster's state too
+    try:
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        processes.start("mlflow_server", MLFLOW_SERVER.format(**values), env)
+        dashboard = f"http://127.0.0.1:{ports['dashboard_port']}"
+        head = start_head(processes, values, env, dashboard)
+        wait_for("the MLflow server", lambda: http_ok(f"http://127.0.0.1:{ports['mlflow_port']}/health"), 120)
+        yield {"values": values, "env": env, "dashboard": dashboard, "head_pgid": head.pid,
+               "tracking_uri": f"http://127.0.0.1:{ports['mlflow_port']}", "log_dir": tmp_path}
+    finally:
+        processes.stop()
+        s3.stop()
+        leftover = lambda: [pid for p in processes.started for pid in group_members(p.pid)]  # noqa: E731
+        deadline = time.monotonic() + 30  # SIGKILLed processes take a moment to go
+        while leftover() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not leftover(), f"processes left running: {leftover()}"
+        shutil.rmtree(values["temp_dir"], ignore_errors=True)
+
+
+def ray_cli(template: str, rehearsal: dict, retry_on: str | None = None, timeout_s: float = 180) -> str:
+    """Return the stdout of a documented `ray` command; retried while its error says `retry_on`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = subprocess.run(shlex.split(template.format(**rehearsal["values"])), env=rehearsal["env"],
+                                capture_output=True, text=True, timeout=300)
+        if result.returncode == 0:
+            return result.stdout
+        if not (retry_on and retry_on in result.stderr + result.stdout and time.monotonic() < deadline):
+            pytest.fail(f"{template.split(' --')[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        time.sleep(3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_gives_them_back(rehearsal):
+    import boto3
+    from mlflow.tracking import MlflowClient
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_actors
+
+    from sweeps import tracking
+
+    dashboard, head_pgid = rehearsal["dashboard"], rehearsal["head_pgid"]
+    # A cluster with no workers, and the autoscaler starts none while nothing asks.
+    time.sleep(5)
+    assert node_types(alive_nodes(dashboard)) == ["head"]
+    assert active_in_status(ray_cli(RAY_STATUS, rehearsal)) == ["1 ray.head.default"]
+
+    ray_cli(JOB_SUBMIT, rehearsal, retry_on="No available agent", timeout_s=600)  # the head's job agent starts after `ray start`
+    seen_types: set[str] = set()
+
+    bucket = boto3.client("s3")
+
+    def training_node():
+        seen_types.update(node_types(alive_nodes(dashboard)))
+        # Mid-training, not mid-start-up: Ray Train restarts a worker group that dies while it starts
+        # without failing the trial, so wait for the first epoch's checkpoint in the bucket.
+        listed = bucket.list_objects_v2(Bucket=BUCKET, Prefix="train/").get("Contents", [])
+        if not any("/epoch_" in o["Key"] for o in listed):
+            return None
+        actors = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker"),
+                                                         ("state", "=", "ALIVE")], raise_on_missing_output=False)
+        return actors[0].node_id if actors else None
+
+    # Kill the first trial's training node while it trains: the trial must be retried on another.
+    killed_node = wait_for("the first trial to train past its first epoch", training_node, 900, 1)
+    assert kill_node(killed_node, head_pgid) > 0
+
+    # Polled in this process: a `ray` CLI call every few seconds would take a core from the sweep.
+    jobs = JobSubmissionClient(dashboard)
+
+    def job_finished():
+        seen_types.update(node_types(alive_nodes(dashboard)))
+        status = str(jobs.get_job_status(JOB_ID))
+        return next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in status), None)
+
+    wait_for("the job to end", job_finished, 900, 3)
+    status = ray_cli(JOB_STATUS, rehearsal)
+    logs = ray_cli(JOB_LOGS, rehearsal)
+    (rehearsal["log_dir"] / "job.log").write_text(logs)
+    assert "succeeded" in status.lower(), logs[-4000:]
+    assert {TRAIN_TYPE, EVALUATOR_TYPE} <= seen_types, seen_types
+    for progress in ("base model: harmful_score=", "[1/2] trial", "[2/2] trial", "hypervolume:"):
+        assert progress in logs, progress
+
+    client = MlflowClient(rehearsal["tracking_uri"])
+    experiment = client.get_experiment_by_name("rehearsal")
+    [parent] = client.search_runs([experiment.experiment_id], f"tags.`{tracking.ROLE_TAG}` = 'sweep'")
+    assert parent.info.status == "FINISHED"
+    assert "pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    trials = tracking.trial_runs(client, experiment.experiment_id, parent.info.run_id)
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.info.status == "FINISHED", trial.data.tags.get("error")
+        assert {"harmful_score", "reasoning_accuracy"} <= set(trial.data.metrics)
+        assert trial.data.tags["node_type"] == TRAIN_TYPE  # trained on a worker, not on the head
+        assert trial.data.tags[tracking.PARETO_TAG] in ("true", "false")
+    assert any(t.data.tags[tracking.PARETO_TAG] == "true" for t in trials)
+    # The killed trial failed, Tune ran it again (max_failures 1), and it finished on another node.
+    [retried] = [t for t in trials if t.data.tags["attempts"] == "2"]
+    assert all(t.data.tags["node_id"] != killed_node for t in trials)
+    # Checkpoints travelled through the bucket.
+    keys = [o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in page.get("Contents", [])]
+    assert any(k.startswith("train/") and "/final/" in k for k in keys), keys[:20]
+    assert any(k.startswith("sweeps/rehearsal/") for k in keys)
+
+    # Idle workers go back after the twin's idle timeout.
+    wait_for("the idle workers to be released", lambda: node_types(alive_nodes(dashboard)) == ["head"], 240, 3)
+    assert active_in_status(ray_cli(RAY_STATUS, rehearsal)) == ["1 ray.head.default"]
