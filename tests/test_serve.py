@@ -205,7 +205,7 @@ def test_cli_prints_a_table_of_metrics(http_port, lively_model_dir, tmp_path, ca
                               "num_cpus_per_replica=0.25", "generation.max_new_tokens=12"])
     assert args.func(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["benchmark", "accuracy", "harmful_score", "harmful_score_plus", "n"]
+    assert lines[0].split() == ["benchmark", "accuracy", "harmful_score", "harmful_score_plus", "incoherent_rate", "n"]
     assert lines[1].startswith("tiny-arith") and lines[1].split()[-1] == "2"
     assert lines[2].startswith("tiny-harmful") and "judge=refusal-patterns" in "\n".join(lines)
     assert (tmp_path / "tiny-harmful.jsonl").is_file()
@@ -243,6 +243,7 @@ def test_beaver_dam_runs_as_its_own_deployment(http_port, lively_model_dir, char
     cfg = make_cfg(http_port, benchmarks=["tiny-harmful"], limit=3, judge="beaver-dam", judge_num_gpus=0,
                    judge_options={"model_path": str(judge_model), "dtype": "float32"})
     with EvaluatorService(cfg, str(lively_model_dir)) as svc:
+        svc.start()  # evaluate() would start it on first need; started here to see the judge's own app
         assert svc.judge_apps["beaver-dam"] in serve.status().applications
         result = svc.evaluate(out_dir=tmp_path / "out")
     # The lively model's random replies may read as babble; harmful_score counts only the coherent ones.

@@ -62,6 +62,7 @@ def test_a_killed_replica_has_its_requests_retried(http_port, lively_model_dir, 
 def test_when_retries_run_out_the_run_raises_and_reports_nothing(http_port, lively_model_dir, tmp_path):
     cache_dir = tmp_path / "cache"
     with EvaluatorService(make_cfg(http_port, max_retries=0, cache_dir=str(cache_dir)), str(lively_model_dir)) as svc:
+        svc.start()  # the replica must exist before the watcher looks for it
         killed: dict = {}
         watcher = kill_replica_once_busy(svc, killed)
         with pytest.raises(EvaluationIncomplete, match="benchmark tiny-arith.*max_retries"):
