@@ -168,6 +168,9 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
     for phase, value in aligned.phase_seconds.items():
         seconds[f"train_{phase}"] = seconds.get(f"train_{phase}", 0.0) + value
     mlflow_start = time.perf_counter()
+    if aligned.train_node_id:
+        client.set_tag(run_id, NODE_ID_TAG, aligned.train_node_id)
+        client.set_tag(run_id, NODE_TYPE_TAG, node_type(aligned.train_node_id))
     client.set_tag(run_id, CHECKPOINT_TAG if k == 0 else f"{prefix}{CHECKPOINT_TAG}", str(aligned.checkpoint_dir))
     if replicates > 1:
         client.set_tag(run_id, f"{prefix}train.seed", str(cfg.train.seed))
@@ -175,16 +178,6 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
         client.set_tag(run_id, f"{prefix}{RESUMED_TAG}", ", ".join(map(str, aligned.resumed_at_steps)))
     # An earlier attempt may have logged some of these already: each step is logged once.
     tracking.log_curve(client, run_id, f"{prefix}train_loss", aligned.step_losses)
-    cfg = trial_config(spec, point, trial_id)
-    tracking.log_params(client, run_id, tracking.flatten_params(cfg.model_dump(mode="json")))
-    client.set_tag(run_id, "searched", ", ".join(f"{k}={v}" for k, v in point.items()))
-
-    aligned = run_alignment(cfg, progress=False)
-    client.set_tag(run_id, CHECKPOINT_TAG, str(aligned.checkpoint_dir))
-    if aligned.train_node_id:
-        client.set_tag(run_id, NODE_ID_TAG, aligned.train_node_id)
-        client.set_tag(run_id, NODE_TYPE_TAG, node_type(aligned.train_node_id))
-    tracking.log_curve(client, run_id, "train_loss", aligned.step_losses)
     for epoch in aligned.epoch_metrics:
         step = int(epoch.get("epoch", 0))
         tracking.log_new_metrics(client, run_id, {f"{prefix}train/{name}": v for name, v in epoch.items()
