@@ -46,6 +46,7 @@ def test_a_full_fine_tuning_checkpoint_is_served_from_the_bucket(s3_server, tiny
     port = start_ray()
     try:
         with EvaluatorService(make_cfg(port, "vllm", None), uri) as svc:
+            svc.start()  # evaluate() would start it on first need; started here to count the engines first
             assert len(engine_replicas(svc.app_name)) == 1
             served = svc.evaluate(out_dir=tmp_path / "vllm")
         with EvaluatorService(make_cfg(port, "transformers", None), tiny_lrm) as svc:
