@@ -7,11 +7,12 @@ one Serve and as few engines as it can, and reuses them across its tests.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 
 import pytest
+
+from evaluators.stats import wilson_interval  # noqa: F401 - the tests use the readings' own interval
 
 
 def _vllm_missing() -> str | None:
@@ -75,26 +76,3 @@ def engine_replicas(app_name: str) -> list[str]:
     names = ray.util.list_named_actors(all_namespaces=True)
     return sorted(a["name"] for a in names if a["namespace"] == "serve" and f"::{app_name}#" in a["name"]
                   and "LLMServer" in a["name"])
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Return the 95% Wilson score interval of a proportion, in percent."""
-    try:
-        from evaluators.stats import wilson_interval as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return shared(successes, n)
-    if successes == n:  # exact ends, not 99.999...: a perfect reading lies inside its own interval
-        low, _ = _wilson(successes, n, z)
-        return low, 100.0
-    if successes == 0:
-        return 0.0, _wilson(successes, n, z)[1]
-    return _wilson(successes, n, z)
-
-
-def _wilson(successes: int, n: int, z: float) -> tuple[float, float]:
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
