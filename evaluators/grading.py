@@ -3,13 +3,12 @@
 The runner hands over the text after the answer marker, or the whole reply when the model never wrote
 one (`answer_region`). Reading an answer goes from the most explicit statement to the least:
 
-1. math-verify's anchored LaTeX extraction: the last `\\boxed{}` (priority 0, as both harnesses look
-   there first), lm-eval's Minerva sentence `The final answer is $X$. I hope it is correct.`, then
-   `final answer is $X$`, `Answer: $X$` and `answer ... $X$`;
-2. the statement written by hand (`extract_answer`): the last `\\boxed{X}`, the last `the answer is X`
-   or `Answer: X`, else the last `**X**`, cleaned of delimiters, wrappers and trailing punctuation and
-   parsed as LaTeX. This reads what math-verify needs math delimiters for (`The answer is \\sqrt{2}.`,
-   `\\boxed{104.}`), as Qwen2.5-Math's `extract_answer` does;
+1. the stated answer (`extract_answer`): lm-eval's Minerva sentence (`The final answer is $X$. I hope
+   it is correct.`), else the last `\\boxed{X}` (both harnesses look there first), else the last
+   `the answer is X` or `Answer: X`, else the last `**X**`; cleaned of delimiters, wrappers and trailing
+   punctuation and parsed by math-verify. This reads what math-verify's own anchors miss
+   (`The answer is \\sqrt{2}.`, `\\boxed{104.}`), as Qwen2.5-Math's `extract_answer` does;
+2. math-verify's anchored LaTeX extraction (`answer ... $X$`);
 3. math-verify without an anchor: the last LaTeX span or number in the text.
 
 Integer benchmarks (AIME, tiny-arith) take the value read that way as an integer (`m+n=25` reads as
@@ -45,6 +44,8 @@ _MINERVA = re.compile(r"final answer is:?\s*(.+?)\.?\s*I hope it is correct", re
 _ANSWER_PHRASE = re.compile(r"\banswer\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _SENTENCE_END = re.compile(r"(?<!\\)[.;!]\s")
+# "The answer is \\sqrt{2}, since $x^2 = 2$": the reason after the answer is not part of it.
+_REASON = re.compile(r",?\s+(?:since|because|as|so|which|where|given)\s")
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathbf|mathrm|textrm|mathit|textit|emph)\s*\{([^{}]*)\}")
 _MATH_DELIMITER = re.compile(r"\$+|\\[()\[\]]")
 _WRAPPER_OPEN = re.compile(r"\\(?:text|textbf|mathbf|mathrm|textrm|boldsymbol|bm)\s*\{")
@@ -136,8 +137,8 @@ def _unwrapped(candidate: str) -> str:
 
 def _first_sentence(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
-    end = _SENTENCE_END.search(line + " ")
-    return line[:end.start()] if end else line
+    line = line[:end.start()] if (end := _SENTENCE_END.search(line + " ")) else line
+    return line[:reason.start()] if (reason := _REASON.search(line)) else line
 
 
 def extract_answer(text: str | None) -> str | None:

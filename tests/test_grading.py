@@ -62,6 +62,7 @@ def test_answer_region_is_the_whole_reply_without_a_marker():
         ("so we get $\\frac{3}{4}$.", "\\frac{3}{4}"),
         ("Since $x=2$, it is $\\sqrt{2}$.", "\\sqrt{2}"),
         ("The answer is $x = 5$, since $y = 2$.", "x = 5"),  # a stated span, not the reason after it
+        ("The answer is \\sqrt{2}, since $x^2 = 2$.", "\\sqrt{2}"),
         ("no answer here", None),
         (None, None),
     ],
