@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from evaluators.backends import placement
 from trainables.schema import Strict
 
 # Written as the user would (expanded when used), so the configuration reference reads the same everywhere.
@@ -157,8 +158,8 @@ class EvalConfig(Strict):
 
     @model_validator(mode="after")
     def _resources_for_transformers(self) -> "EvalConfig":
-        if self.resources_per_replica and self.backend == "vllm":
-            raise ValueError("resources_per_replica: the vllm backend places its engine by vllm.accelerator_type; "
+        if self.resources_per_replica and not placement(self.backend).custom_resources:
+            raise ValueError(f"resources_per_replica: the {self.backend} backend places its engine by vllm.accelerator_type; "
                              "remove resources_per_replica or use backend transformers")
         return self
 

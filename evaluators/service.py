@@ -35,13 +35,13 @@ from evaluators.config import EvalConfig
 from evaluators.dispatch import (  # noqa: F401 - the errors are part of the service's interface
     EvaluationIncomplete,
     GenerationTimeout,
-    HandleCall,
     complete_all,
 )
 from evaluators.generation import Completion, ReplyPlanner
 from evaluators.judges import get_judge, judge_entry
 from evaluators.metrics import SCORING_VERSION
 from evaluators.runner import EvalResult, run_benchmark
+from evaluators.served_judges import JudgeServer, ServedJudge, guard_requests
 from evaluators.vllm_backend import CLOUD_PREFIXES
 from trainables.schema import ConfigError
 
@@ -310,19 +310,14 @@ class EvaluatorService:
         """Return one judge: built here for CPU judges, a proxy to the served judge otherwise."""
         entry, options = judge_entry(name), self.cfg.options_for(name)
         if entry.hosting == "serve":
-            return _ServedJudge(name, self.judge_apps[name], self.cfg)
+            return ServedJudge(name, self.judge_apps[name], self.cfg)
         if entry.hosting == "generator":
             source = resolve_model(entry.model(options))
             return get_judge(name, generate=lambda chats: self._guard_replies(self.judge_apps[name], source, chats))
         return get_judge(name, **options)
 
     def _guard_replies(self, app_name: str, source: str, chats: list[list[dict]]) -> list[str]:
-        from evaluators.judges import LLAMA_GUARD_GENERATION
-
-        tokenizer = self._tokenizer(source)
-        requests = [{"model": None, "prompt": tokenizer.apply_chat_template(chat, tokenize=False,
-                                                                             add_generation_prompt=True),
-                     "top_p": 1.0, "stop": [], "seed": 0, **LLAMA_GUARD_GENERATION} for chat in chats]
+        requests = guard_requests(self._tokenizer(source), chats)
         texts: list[str] = [""] * len(requests)
 
         def record(i: int, response: dict) -> None:
@@ -332,41 +327,5 @@ class EvaluatorService:
                      timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries, what="judge llama-guard")
         return texts
 
-
 def _data_dir(cfg: EvalConfig) -> str | None:
     return str(cfg.data_dir) if cfg.data_dir is not None else None
-
-
-JUDGE_CHUNK = 64  # pairs per request to a served judge, which batches them itself
-
-
-class _ServedJudge:
-    """The caller's side of a judge hosted in Serve: sends pairs in chunks, with the same retries."""
-
-    def __init__(self, name: str, app_name: str, cfg: EvalConfig):
-        self.name, self.app_name, self.cfg = name, app_name, cfg
-
-    def judge(self, prompts: list[str], responses: list[str]) -> list:
-        handle = serve.get_app_handle(self.app_name)
-        chunks = [(prompts[i:i + JUDGE_CHUNK], responses[i:i + JUDGE_CHUNK])
-                  for i in range(0, len(prompts), JUDGE_CHUNK)]
-        verdicts: list[list] = [[] for _ in chunks]
-
-        def record(i: int, response: list) -> None:
-            verdicts[i] = response
-
-        complete_all(lambda chunk: HandleCall(handle.judge.remote(*chunk)), chunks, record, window=4,
-                     timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries, what=f"judge {self.name}")
-        return [verdict for chunk in verdicts for verdict in chunk]
-
-
-@serve.deployment
-class JudgeServer:
-    """Hosts one judge (e.g. beaver-dam on a GPU) for every trial of a sweep."""
-
-    def __init__(self, name: str, options: dict):
-        self.judge_model = get_judge(name, **options)
-
-    def judge(self, prompts: list[str], responses: list[str]) -> list:
-        """Return the judge's verdicts for the pairs."""
-        return self.judge_model.judge(prompts, responses)

@@ -12,6 +12,7 @@ import math
 import re
 from pathlib import Path
 
+from evaluators.backends import placement
 from evaluators.config import EvalConfig
 from evaluators.judges import judge_entry
 from sweeps.search_space import grid_values
@@ -112,9 +113,7 @@ def training_memory(cfg: AlignConfig) -> str:
 
 def generator_gpus(cfg: EvalConfig) -> float:
     """Return the GPUs one generator replica reserves: the engine's parallel ranks for vLLM."""
-    if cfg.backend == "vllm":
-        return cfg.vllm.tensor_parallel_size * int(cfg.vllm.engine_kwargs.get("pipeline_parallel_size", 1))
-    return cfg.num_gpus_per_replica
+    return placement(cfg.backend).gpus(cfg)
 
 
 def judge_gpus(cfg: EvalConfig, judge: str) -> tuple[float, str]:
@@ -151,14 +150,12 @@ def resource_lines(spec: SweepSpec) -> list[str]:
 
     replica_gpus = generator_gpus(evaluation)
     base_gpus = evaluation.num_replicas * replica_gpus
-    parallel = f" (tensor parallel {evaluation.vllm.tensor_parallel_size})" if evaluation.backend == "vllm" else ""
     params = parameters_from_name(cfg.model)
     weights = ""
     if params and replica_gpus:
         weights = f", {_gib(2 * params / replica_gpus)} of bf16 weights per GPU"
-    each = (_count(replica_gpus, "GPU") if evaluation.backend == "vllm"
-            else _amounts({"CPU": evaluation.num_cpus_per_replica, "GPU": replica_gpus}))
-    lines.append(f"evaluator: {evaluation.backend}, {_count(evaluation.num_replicas, 'replica')} x {each}{parallel}"
+    each = placement(evaluation.backend).describe(evaluation)
+    lines.append(f"evaluator: {evaluation.backend}, {_count(evaluation.num_replicas, 'replica')} x {each}"
                  f"{weights}; the base model's deployment is held for the whole sweep")
     # LoRA adapters are served by the base deployment; a full-weights checkpoint gets one of its own.
     own_eval_gpus = base_gpus if cfg.finetune == "full" else 0.0
@@ -337,10 +334,7 @@ def fitting_types(demand: dict[str, float], types: dict[str, dict[str, float] | 
 
 def evaluator_demand(cfg: EvalConfig) -> dict[str, float]:
     """Return what one generator replica reserves."""
-    if cfg.backend == "vllm":
-        accelerator = {f"accelerator_type:{cfg.vllm.accelerator_type}": 0.001} if cfg.vllm.accelerator_type else {}
-        return {"GPU": generator_gpus(cfg), **accelerator}
-    return {"CPU": cfg.num_cpus_per_replica, "GPU": cfg.num_gpus_per_replica, **cfg.resources_per_replica}
+    return placement(cfg.backend).demand(cfg)
 
 
 def cluster_lines(spec: SweepSpec, path: str | Path) -> list[str]:
