@@ -13,7 +13,6 @@ which stops every Ray on the machine.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -245,8 +244,6 @@ def ray_cli(template: str, rehearsal: dict, retry_on: str | None = None, timeout
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-@pytest.mark.xfail(strict=False, reason="passed on its own branch (821 s); on merged main its head's `ray start` timed "
-                   "out under load and a quiet rerun was not finished; issue 13 is open")
 def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_gives_them_back(rehearsal):
     import boto3
     from mlflow.tracking import MlflowClient
@@ -254,6 +251,7 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
     from ray.util.state import list_actors
 
     from sweeps import tracking
+    from sweeps.trial import RESUMED_TAG
 
     dashboard, head_pgid = rehearsal["dashboard"], rehearsal["head_pgid"]
     # A cluster with no workers, and the autoscaler starts none while nothing asks.
@@ -314,6 +312,9 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
     # The killed trial failed, Tune ran it again (max_failures 1), and it finished on another node.
     [retried] = [t for t in trials if t.data.tags["attempts"] == "2"]
     assert all(t.data.tags["node_id"] != killed_node for t in trials)
+    # ...and its retry picked up from the epoch checkpoint the lost node had uploaded, not from step 0.
+    resumed_at = [int(step) for step in retried.data.tags.get(RESUMED_TAG, "").split(", ") if step]
+    assert resumed_at and resumed_at[0] > 0, retried.data.tags
     # Checkpoints travelled through the bucket.
     keys = [o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
             for o in page.get("Contents", [])]
