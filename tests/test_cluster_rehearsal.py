@@ -50,7 +50,8 @@ JOB_SUBMIT = ("ray job submit --address http://127.0.0.1:{dashboard_port} --subm
               "evaluation.http_port={serve_port} "
               "'resources_per_trial={{CPU: 0, memory: 536870912, \"node:__internal_head__\": 0.001}}' "
               "storage_path=s3://safetytax/sweeps base.storage_path=s3://safetytax/train base.output_dir={runs} "
-              "mlflow.tracking_uri=http://127.0.0.1:{mlflow_port} mlflow.experiment=rehearsal")
+              "mlflow.tracking_uri=http://127.0.0.1:{mlflow_port} mlflow.experiment=rehearsal "
+              "optuna.storage=sqlite:///{optuna_db}")
 RAY_STATUS = "ray status --address 127.0.0.1:{gcs_port}"
 JOB_STATUS = "ray job status --address http://127.0.0.1:{dashboard_port} {job_id}"
 JOB_LOGS = "ray job logs --address http://127.0.0.1:{dashboard_port} {job_id}"
@@ -196,6 +197,7 @@ def rehearsal(tmp_path, monkeypatch):
                                            "serve_port")}
     values = {**ports, "temp_dir": f"/tmp/st-ray-{os.getpid()}", "repo": str(REPO), "job_id": JOB_ID,
               "runs": str(tmp_path / "runs"), "mlflow_db": str(tmp_path / "mlflow.db"),
+              "optuna_db": str(tmp_path / "optuna.db"),
               "cluster_config": str(tmp_path / "cluster.local.yaml")}
     # The twin as shipped, with workers pointed at this test's GCS port instead of 6379.
     config = yaml.safe_load(TWIN.read_text())
@@ -263,9 +265,18 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
     seen_types: set[str] = set()
 
     bucket = boto3.client("s3")
+    # Polled in this process: a `ray` CLI call every few seconds would take a core from the sweep.
+    jobs = JobSubmissionClient(dashboard)
+
+    def job_ended() -> str | None:
+        status = str(jobs.get_job_status(JOB_ID))
+        return next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in status), None)
 
     def training_node():
         seen_types.update(node_types(alive_nodes(dashboard)))
+        if job_ended():  # fail now, with the job's own account, rather than wait out the timeout
+            pytest.fail(f"the job ended {job_ended()} before a node could be lost mid-training:\n"
+                        f"{jobs.get_job_logs(JOB_ID)[-4000:]}")
         # Mid-training, not mid-start-up: Ray Train restarts a worker group that dies while it starts
         # without failing the trial, so wait for the first epoch's checkpoint in the bucket.
         listed = bucket.list_objects_v2(Bucket=BUCKET, Prefix="train/").get("Contents", [])
@@ -276,16 +287,15 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
         return actors[0].node_id if actors else None
 
     # Kill the first trial's training node while it trains: the trial must be retried on another.
-    killed_node = wait_for("the first trial to train past its first epoch", training_node, 900, 1)
+    try:
+        killed_node = wait_for("the first trial to train past its first epoch", training_node, 900, 1)
+    finally:
+        (rehearsal["log_dir"] / "job.log").write_text(jobs.get_job_logs(JOB_ID))  # kept for the post-mortem
     assert kill_node(killed_node, head_pgid) > 0
-
-    # Polled in this process: a `ray` CLI call every few seconds would take a core from the sweep.
-    jobs = JobSubmissionClient(dashboard)
 
     def job_finished():
         seen_types.update(node_types(alive_nodes(dashboard)))
-        status = str(jobs.get_job_status(JOB_ID))
-        return next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in status), None)
+        return job_ended()
 
     wait_for("the job to end", job_finished, 900, 3)
     status = ray_cli(JOB_STATUS, rehearsal)
