@@ -94,3 +94,19 @@ def test_every_seed_holds_the_benchmark_problems_out_of_stage1():
         assert not benchmark & asked, seed
     # Seed 0's stage 1 is unchanged by holding the benchmark out: its cached models stay valid.
     assert tasks.arithmetic_problems("train", 500, 0, (0,)) == tasks.arithmetic_problems("train", 500, 0)
+
+
+def test_the_reasoning_pool_never_holds_a_pair_tiny_arith_scores_and_a_stale_pool_is_rewritten(built_cache):
+    # The fixture's reasoning.jsonl predates DATA_VERSIONS, as in a cache built by an older release.
+    stage1 = (built_cache / "stage1.jsonl").read_text()
+    path = lrm.resolve_tiny_path("tiny://reasoning.jsonl")
+    rows = [json.loads(line) for line in open(path)]
+    assert len(rows) == lrm.REASONING_POOL  # rewritten, not the stale one-line file
+    assert (built_cache / "stage1.jsonl").read_text() == stage1  # stage 1, and so the model, left alone
+    scored = {f"{a} + {b}" for a, b in tasks.arithmetic_problems("test", 2000, tasks.BENCHMARK_SEED)}
+    prompts = " ".join(row["prompt"] for row in rows)
+    assert not {s for s in scored if s in prompts}
+    # Once current, it is not rewritten again.
+    before = (built_cache / "reasoning.jsonl").stat().st_mtime_ns
+    lrm.resolve_tiny_path("tiny://reasoning.jsonl")
+    assert (built_cache / "reasoning.jsonl").stat().st_mtime_ns == before

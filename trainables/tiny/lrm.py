@@ -39,6 +39,9 @@ STAGE1_EXAMPLES = 800 * 32  # 800 steps of batch 32: ~90% held-out accuracy (mea
 STAGE1_LEARNING_RATE = 3e-3
 REASONING_POOL = 4000  # reasoning examples available to stage 2's reasoning_mix
 DATA_FILES = ("directrefusal.jsonl", "safechain.jsonl", "reasoning.jsonl", "stage1.jsonl")
+# Bump a file's version when its generator changes without touching stage 1: the file is rewritten in
+# every cache on next use, the model kept. reasoning.jsonl 2: tiny-arith's test pairs are held out.
+DATA_VERSIONS = {"reasoning.jsonl": 2}
 
 
 def cache_root() -> Path:
@@ -67,8 +70,10 @@ def dataset_rows(name: str, seed: int = SEED) -> list[dict]:
         return ([tasks.safechain_row(r) for r in tasks.harmful_requests("train")]
                 + [tasks.safechain_benign_row(e) for e in tasks.alarming_examples("train")])
     if name == "reasoning.jsonl":
-        # Reasoning pool for stage 2's reasoning_mix: drawn from a seed stage 1 did not use.
-        return [asdict(e) for e in tasks.reasoning_examples(REASONING_POOL, seed + 1)]
+        # Reasoning pool for stage 2's reasoning_mix: drawn from a seed stage 1 did not use, and never
+        # a pair tiny-arith scores (the benchmark's pairs are those of BENCHMARK_SEED, whatever the seed).
+        return [asdict(e) for e in tasks.reasoning_examples(REASONING_POOL, seed + 1,
+                                                            held_out_seeds=(tasks.BENCHMARK_SEED,))]
     if name == "stage1.jsonl":
         return [asdict(e) for e in tasks.stage1_examples(STAGE1_EXAMPLES, seed)]
     raise ValueError(f"no generated data file {name!r}; known: {', '.join(DATA_FILES)}")
@@ -78,7 +83,28 @@ def write_datasets(directory: Path, seed: int = SEED) -> None:
     """Write every generated data file: DirectRefusal- and SafeChain-shaped refusals, reasoning examples, stage 1."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in DATA_FILES:
-        _write_jsonl(directory / name, dataset_rows(name, seed))
+        _write_data_file(directory, name, seed)
+
+
+def _versions_file(directory: Path) -> Path:
+    return directory / "data_versions.json"
+
+
+def _data_file_current(directory: Path, name: str) -> bool:
+    """Return whether `name` exists in `directory` and was written by this version of its generator."""
+    if not (directory / name).is_file():
+        return False
+    recorded = json.loads(_versions_file(directory).read_text()) if _versions_file(directory).is_file() else {}
+    return recorded.get(name, 1) == DATA_VERSIONS.get(name, 1)
+
+
+def _write_data_file(directory: Path, name: str, seed: int) -> None:
+    _write_jsonl(directory / name, dataset_rows(name, seed))
+    versions = json.loads(_versions_file(directory).read_text()) if _versions_file(directory).is_file() else {}
+    versions[name] = DATA_VERSIONS.get(name, 1)
+    tmp = _versions_file(directory).with_suffix(".tmp")
+    tmp.write_text(json.dumps(versions, sort_keys=True))
+    tmp.replace(_versions_file(directory))
 
 
 def stage1_config(directory: Path, init_dir: Path, seed: int = SEED):
@@ -178,12 +204,13 @@ def resolve_tiny_path(path: str) -> str:
     model_dir = ensure_tiny_lrm(seed)
     if name == "lrm":
         return str(model_dir)
-    data_file = model_dir.parent / name
-    if not data_file.is_file():  # a data file added after this cache was built: the model stays as it is
-        with _build_lock(model_dir.parent):
-            if not data_file.is_file():
-                _write_jsonl(data_file, dataset_rows(name, seed))
-    return str(data_file)
+    directory = model_dir.parent
+    # A data file added or changed after this cache was built is (re)written; the model stays as it is.
+    if not _data_file_current(directory, name):
+        with _build_lock(directory):
+            if not _data_file_current(directory, name):
+                _write_data_file(directory, name, seed)
+    return str(directory / name)
 
 
 def main() -> int:
