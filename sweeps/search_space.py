@@ -58,6 +58,7 @@ def build_searcher(spec: SweepSpec):
     from ray.tune.search.optuna import OptunaSearch
 
     from sweeps.constrained_search import ConstrainedOptunaSearch
+    from sweeps.study_storage import CredentialFreeRDBStorage
 
     searcher, options = OptunaSearch, {}
     if spec.constraints:
@@ -67,8 +68,8 @@ def build_searcher(spec: SweepSpec):
         metric=[o.name for o in spec.objectives],
         mode=[o.direction for o in spec.objectives],
         sampler=build_sampler(spec),
-        # OptunaSearch takes a storage object, not a URL; RDBStorage pickles with Tune's state by its URL.
-        storage=optuna.storages.RDBStorage(spec.optuna.storage) if spec.optuna.storage else None,
+        # OptunaSearch takes a storage object, not a URL; it pickles with Tune's state, without its password.
+        storage=CredentialFreeRDBStorage(spec.optuna.storage) if spec.optuna.storage else None,
         study_name=spec.study_name,
     )
 
