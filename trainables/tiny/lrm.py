@@ -90,17 +90,19 @@ def _versions_file(directory: Path) -> Path:
     return directory / "data_versions.json"
 
 
+def _recorded_versions(directory: Path) -> dict[str, int]:
+    """Return {data file: generator version it was written by}; files from before versions count as 1."""
+    return json.loads(_versions_file(directory).read_text()) if _versions_file(directory).is_file() else {}
+
+
 def _data_file_current(directory: Path, name: str) -> bool:
     """Return whether `name` exists in `directory` and was written by this version of its generator."""
-    if not (directory / name).is_file():
-        return False
-    recorded = json.loads(_versions_file(directory).read_text()) if _versions_file(directory).is_file() else {}
-    return recorded.get(name, 1) == DATA_VERSIONS.get(name, 1)
+    return (directory / name).is_file() and _recorded_versions(directory).get(name, 1) == DATA_VERSIONS.get(name, 1)
 
 
 def _write_data_file(directory: Path, name: str, seed: int) -> None:
     _write_jsonl(directory / name, dataset_rows(name, seed))
-    versions = json.loads(_versions_file(directory).read_text()) if _versions_file(directory).is_file() else {}
+    versions = _recorded_versions(directory)
     versions[name] = DATA_VERSIONS.get(name, 1)
     tmp = _versions_file(directory).with_suffix(".tmp")
     tmp.write_text(json.dumps(versions, sort_keys=True))
