@@ -38,15 +38,15 @@ def grid_values(space: dict[str, ParamSpec]) -> dict[str, list[Any]]:
 
 def build_sampler(spec: SweepSpec):
     """Return the seeded Optuna sampler the spec names: NSGA-II, multi-objective TPE or a grid."""
-    import optuna
+    from sweeps import picklable_samplers as samplers
 
     if spec.sampler == "nsga2":
         options = {"population_size": spec.population_size} if spec.population_size else {}
-        return optuna.samplers.NSGAIISampler(seed=spec.seed, **options)
+        return samplers.NSGAIISampler(seed=spec.seed, **options)
     if spec.sampler == "tpe":
         options = {"n_startup_trials": spec.startup_trials} if spec.startup_trials else {}
-        return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, **options)
-    return optuna.samplers.GridSampler(grid_values(spec.search_space), seed=spec.seed)
+        return samplers.TPESampler(seed=spec.seed, multivariate=True, **options)
+    return samplers.GridSampler(grid_values(spec.search_space), seed=spec.seed)
 
 
 def build_searcher(spec: SweepSpec):
