@@ -37,6 +37,9 @@ JOB_ID = "rehearsal"
 TRAIN_TYPE, EVALUATOR_TYPE = "gpu8_h100", "gpu1_h100"
 
 # docs/cluster.md ("Rehearse it on your laptop") shows these commands with $NAME for each {name}.
+# The token first: a process that asks the cluster anything before ~/.ray/auth_token exists caches "no
+# token" for its lifetime, and on a fresh machine `ray start` writes the file only once it is running.
+RAY_AUTH_TOKEN = "ray get-auth-token --generate"
 RAY_START = ("ray start --head --port={gcs_port} --num-cpus=2 --temp-dir={temp_dir} --dashboard-host=127.0.0.1 "
              "--dashboard-port={dashboard_port} --ray-client-server-port={client_port} "
              "--autoscaling-config={cluster_config}")
@@ -55,7 +58,7 @@ JOB_SUBMIT = ("ray job submit --address http://127.0.0.1:{dashboard_port} --subm
 RAY_STATUS = "ray status --address 127.0.0.1:{gcs_port}"
 JOB_STATUS = "ray job status --address http://127.0.0.1:{dashboard_port} {job_id}"
 JOB_LOGS = "ray job logs --address http://127.0.0.1:{dashboard_port} {job_id}"
-DOCUMENTED = (RAY_START, MLFLOW_SERVER, RAY_STATUS, JOB_SUBMIT, JOB_STATUS, JOB_LOGS)
+DOCUMENTED = (RAY_AUTH_TOKEN, RAY_START, MLFLOW_SERVER, RAY_STATUS, JOB_SUBMIT, JOB_STATUS, JOB_LOGS)
 
 
 def as_documented(template: str) -> str:
@@ -132,12 +135,16 @@ def http_ok(url: str) -> bool:
         return False
 
 
+_last_state_error: list[str] = []  # why the dashboard last gave no nodes, for a start-up failure's message
+
+
 def alive_nodes(dashboard: str) -> list:
     from ray.util.state import list_nodes
 
     try:
         return [n for n in list_nodes(address=dashboard, raise_on_missing_output=False) if n.state == "ALIVE"]
-    except Exception:  # the dashboard is still starting
+    except Exception as err:  # the dashboard is still starting
+        _last_state_error[:] = [f"{type(err).__name__}: {err}"[:2000]]
         return []
 
 
@@ -180,7 +187,8 @@ def start_head(processes: Processes, values: dict, env: dict, dashboard: str) ->
         except ProcessLookupError:
             pass
         if "timed out during startup" not in log or attempt == 2:
-            pytest.fail(f"ray start failed:\n{log[-3000:]}")
+            pytest.fail(f"ray start failed, or its head never listed itself as alive; the dashboard's last "
+                        f"answer: {_last_state_error or 'none'}\n{log[-3000:]}")
         time.sleep(5)
 
 
@@ -214,6 +222,7 @@ def rehearsal(tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)  # this process reads the bucket and the cluster's state too
     try:
         boto3.client("s3").create_bucket(Bucket=BUCKET)
+        subprocess.run(shlex.split(RAY_AUTH_TOKEN), env=env, check=True, capture_output=True, timeout=120)
         processes.start("mlflow_server", MLFLOW_SERVER.format(**values), env)
         dashboard = f"http://127.0.0.1:{ports['dashboard_port']}"
         head = start_head(processes, values, env, dashboard)
