@@ -269,6 +269,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
     check_resume_state(spec, resume)
     tracking_uri = tracking.check_tracking_uri(tracking.credentials_to_env(spec.mlflow.tracking_uri))
     check_study_storage(spec, resume)
+    from sweeps.plan import data_paths
+    from trainables.tiny.lrm import ensure_tiny_paths
+
+    ensure_tiny_paths([spec.base.model, *data_paths(spec)])  # the only build: resolving never trains
     import ray
 
     ray_was_running = ray.is_initialized()
@@ -277,7 +281,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         from evaluators.service import EvaluatorService
 
         service = EvaluatorService(spec.evaluation, spec.base.model)  # reads every benchmark's data: seconds
-        check_data(spec)  # may build the tiny LRM on first use
+        check_data(spec)
         if not ray.is_initialized():
             ray.init(include_dashboard=False, configure_logging=False)
         service.start()
