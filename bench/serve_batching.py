@@ -25,10 +25,10 @@ from pathlib import Path
 
 def pick_model(root: Path) -> tuple[str, str]:
     """Return (model folder, description): the built tiny LRM if present, else a random tiny Qwen2."""
-    from trainables.tiny import lrm
+    from trainables.tiny import cache
 
-    if (lrm.lrm_dir() / "manifest.json").is_file():
-        return str(lrm.ensure_tiny_lrm()), "tiny LRM (tiny://lrm)"
+    if cache.is_built():
+        return str(cache.lrm_dir() / "model"), "tiny LRM (tiny://lrm)"
     from trainables.tiny.model import build_tiny_model
     from trainables.tiny.tokenizer import build_char_tokenizer
 

@@ -91,9 +91,9 @@ def main() -> None:
     from transformers import AutoTokenizer
     from vllm_support import free_port
 
-    from trainables.tiny.lrm import resolve_tiny_path
+    from trainables.tiny.lrm import ensure_tiny_lrm
 
-    model = str(resolve_tiny_path("tiny://lrm"))
+    model = str(ensure_tiny_lrm())
     tokenizer = AutoTokenizer.from_pretrained(model)
     bucket = start_s3_server()
     os.environ.update(bucket.env())

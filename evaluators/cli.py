@@ -88,7 +88,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """Run the `evaluate` subcommand and return its exit code (ConfigError propagates to the CLI's handler)."""
     cfg = config_from_args(args)
     from evaluators.service import EvaluatorService  # imports Ray and torch only once the input is valid
+    from trainables.tiny.lrm import ensure_tiny_paths
 
+    ensure_tiny_paths([args.model])  # builds the tiny LRM on first use, before Ray starts
     with EvaluatorService(cfg, args.model) as service:
         result = service.evaluate(adapter=args.adapter, out_dir=args.out_dir)
     print(format_table(result))

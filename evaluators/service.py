@@ -42,32 +42,7 @@ from evaluators.judges import get_judge, judge_entry
 from evaluators.metrics import SCORING_VERSION
 from evaluators.runner import EvalResult, run_benchmark
 from evaluators.served_judges import JudgeServer, ServedJudge, guard_requests
-from evaluators.vllm_backend import CLOUD_PREFIXES
-from trainables.schema import ConfigError
-
-
-def resolve_model(model: str) -> str:
-    """Return a loadable model source (a local folder or a cached hub id), or raise ConfigError naming it."""
-    if model.startswith("tiny://"):
-        from trainables.tiny.lrm import resolve_tiny_path  # builds the tiny LRM on first use
-
-        model = str(resolve_tiny_path(model))
-    if model.startswith(CLOUD_PREFIXES):  # served by the vllm backend straight from the bucket
-        return model.rstrip("/")
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model {model}: the folder has no config.json; give a Hugging Face model folder "
-                              "(config.json and weights), e.g. a full fine-tuning checkpoint")
-        return str(path.resolve())
-    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise ConfigError(f"model {model} does not exist; give a model folder or a Hugging Face hub id (org/name)")
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
-        raise ConfigError(f"model {model} is not a local folder, and HF_HUB_OFFLINE is set so it cannot be "
-                          "downloaded; download it first or give a local path")
-    return model
+from trainables.locations import is_bucket, resolve_model
 
 
 def _samples_digest(samples) -> str:
@@ -91,9 +66,8 @@ class EvaluatorService:
             self._load_samples(get_benchmark(name, _data_dir(cfg)), cfg.limit)
         for judge in cfg.judge_names():
             judge_entry(judge).check_options(cfg.options_for(judge))
-        if not base_model.startswith("tiny://"):
-            resolve_model(base_model)
-        self.base_source: str | None = None  # resolved in start(): tiny:// may build the tiny LRM
+        self._resolve(base_model)  # a model that cannot load fails here; start() resolves it for use
+        self.base_source: str | None = None  # set by start(): also the mark that Serve runs
         self.base_digest: str | None = None  # hashed once in start(); trials get it with their copy
         self.prefix = f"safetytax-{uuid.uuid4().hex[:8]}"
         self.app_name = f"{self.prefix}-generator"
@@ -122,7 +96,7 @@ class EvaluatorService:
         """Start Ray and Serve if needed, and deploy the base model's generator (and a served judge)."""
         if self.base_source is not None:
             return
-        base_source = resolve_model(self.base_model)
+        base_source = self._resolve(self.base_model)
         if not ray.is_initialized():
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
             self._owns_ray = True
@@ -153,6 +127,10 @@ class EvaluatorService:
     def _backend(self):
         return get_backend(self.cfg.backend)  # looked up, not stored: modules do not pickle into trials
 
+    def _resolve(self, model: str) -> str:
+        """Return the source the backend loads `model` from; a bucket URI only for a backend that loads one."""
+        return resolve_model(model, bucket_ok=self._backend.LOADS_FROM_CLOUD)
+
     def _deploy_generator(self, source: str, app_name: str) -> None:
         serve.run(self._backend.build_app(self.cfg, source), name=app_name, route_prefix=f"/{app_name}")
 
@@ -160,7 +138,7 @@ class EvaluatorService:
         app_name = self.judge_apps[judge] = f"{self.prefix}-judge-{judge}"
         entry, options = judge_entry(judge), self.cfg.options_for(judge)
         if entry.hosting == "generator":
-            self._deploy_generator(resolve_model(entry.model(options)), app_name)
+            self._deploy_generator(self._resolve(entry.model(options)), app_name)
             return
         app = JudgeServer.options(**entry.deployment(self.cfg)).bind(judge, options)
         serve.run(app, name=app_name, route_prefix=f"/{app_name}")
@@ -180,21 +158,20 @@ class EvaluatorService:
         limit = limit if limit is not None else cfg.limit
         if adapter is not None:
             adapter = self._backend.check_adapter(adapter)
-        if model is not None and model.startswith(CLOUD_PREFIXES) and not self._backend.LOADS_FROM_CLOUD:
-            raise ConfigError(f"model {model}: only the vllm backend loads a model from cloud storage; "
-                              "download it and give the local folder")
+        if model is not None:
+            self._resolve(model)  # bad input fails before the cache is read or Serve starts
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
         cached = self._cached_result(chosen, limit, model, adapter, out)
         if cached is not None:
             return cached
         evaluate_start = time.perf_counter()
         self.start()
-        source = resolve_model(model) if model is not None else self.base_source
+        source = self._resolve(model) if model is not None else self.base_source
         own_app = source != self.base_source
         app_name = f"{self.prefix}-model-{uuid.uuid4().hex[:6]}" if own_app else self.app_name
         identity, cache = self._identity(source, adapter)
         # A fine-tuned checkpoint in a bucket keeps its base model's tokenizer, which is local.
-        cloud = source.startswith(CLOUD_PREFIXES)
+        cloud = is_bucket(source)
         planner = ReplyPlanner(cfg.generation, self._tokenizer(self.base_source if cloud else source))
         judges = functools.cache(self._judges)  # built once, and only if a safety benchmark is scored
         # A full-weights model is deployed on its first request, so a fully cached result loads nothing.
@@ -243,7 +220,7 @@ class EvaluatorService:
         """Return the result when every benchmark is in the cache, without starting Ray or Serve; else None."""
         if self.cfg.cache_dir is None:
             return None
-        source = resolve_model(model if model is not None else self.base_model)
+        source = self._resolve(model if model is not None else self.base_model)
         identity, cache = self._identity(source, adapter)
         hits = {}
         for name, benchmark in chosen.items():
@@ -275,7 +252,7 @@ class EvaluatorService:
             from evaluators.vllm_backend import mirror_small_files
 
             # A model served from a bucket: its tokenizer files are read from a local copy.
-            local = mirror_small_files(source) if source.startswith(CLOUD_PREFIXES) else source
+            local = mirror_small_files(source) if is_bucket(source) else source
             self._tokenizers[source] = AutoTokenizer.from_pretrained(
                 local, trust_remote_code=self.cfg.trust_remote_code)
         return self._tokenizers[source]
@@ -312,7 +289,7 @@ class EvaluatorService:
         if entry.hosting == "serve":
             return ServedJudge(name, self.judge_apps[name], self.cfg)
         if entry.hosting == "generator":
-            source = resolve_model(entry.model(options))
+            source = self._resolve(entry.model(options))
             return get_judge(name, generate=lambda chats: self._guard_replies(self.judge_apps[name], source, chats))
         return get_judge(name, **options)
 

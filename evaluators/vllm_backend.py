@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 from evaluators.config import EvalConfig
+from trainables.locations import BUCKET_PREFIXES, is_bucket
 from trainables.schema import ConfigError
 
-CLOUD_PREFIXES = ("s3://", "gs://", "abfss://", "azure://")
 LOADS_FROM_CLOUD = True
 # Passed through to Serve replicas: an offline cluster stays offline, an S3-compatible store (MinIO, a
 # test server) stays the store, and vLLM on CPU keeps the KV cache size it was given. No credentials.
@@ -35,10 +35,10 @@ def served_model_id(model: str) -> str:
 
 def check_lora_dir(lora_dir: str) -> str:
     """Return `lora_dir` without a trailing slash, or raise ConfigError when it is not a cloud folder."""
-    if not lora_dir.startswith(CLOUD_PREFIXES):
+    if not is_bucket(lora_dir):
         raise ConfigError(
             f"vllm.lora_dir {lora_dir!r}: Ray Serve LLM loads LoRA adapters only from cloud storage; upload the "
-            f"adapters as subfolders of a folder starting with {', '.join(CLOUD_PREFIXES)} and name that folder"
+            f"adapters as subfolders of a folder starting with {', '.join(BUCKET_PREFIXES)} and name that folder"
         )
     return lora_dir.rstrip("/")
 
@@ -116,7 +116,7 @@ def build_llm_config(cfg: EvalConfig, model: str, lora_dir: str | None) -> dict:
     config = {
         # A checkpoint in cloud storage (a trial's full fine-tuning) is mirrored to each replica's node.
         "model_loading_config": {"model_id": served_model_id(model),
-                                 "model_source": {"bucket_uri": model} if model.startswith(CLOUD_PREFIXES) else model},
+                                 "model_source": {"bucket_uri": model} if is_bucket(model) else model},
         "engine_kwargs": engine_kwargs,
         "deployment_config": {
             "num_replicas": cfg.num_replicas,

@@ -19,7 +19,7 @@ from sweeps.search_space import grid_values
 from sweeps.spec import SweepSpec
 from sweeps.tracking import redact_uri
 from trainables.config import AlignConfig
-from trainables.data import FILE_SUFFIXES, HUB_ID
+from trainables.locations import data_kind, is_tiny, model_kind, tiny_ready
 from trainables.schema import ConfigError
 
 # "s1.1-32B", "DeepSeek-R1-Distill-Qwen-7B", "Qwen2.5-0.5B": the size the name gives, in billions.
@@ -94,7 +94,7 @@ def train_resources(cfg: AlignConfig) -> dict[str, float]:
 
 def training_memory(cfg: AlignConfig) -> str:
     """Return the estimated model state per Train worker (weights, gradients, AdamW moments), or why it is unknown."""
-    if cfg.model.startswith("tiny://"):
+    if is_tiny(cfg.model):
         return "the tiny LRM: well under 1 GiB"
     params = parameters_from_name(cfg.model)
     if params is None:
@@ -199,16 +199,6 @@ def estimate_lines(spec: SweepSpec, held_gpus: float) -> list[str]:
     return lines
 
 
-def data_location(path: str) -> str:
-    """Return where data at `path` lives: tiny (the tiny LRM's cache), hub or local, as load_examples reads it."""
-    if path.startswith("tiny://"):
-        return "tiny"
-    file = Path(path).expanduser()
-    if HUB_ID.match(path) and not file.exists() and file.suffix.lower() not in FILE_SUFFIXES:
-        return "hub"
-    return "local"
-
-
 def data_paths(spec: SweepSpec) -> list[str]:
     """Return every data path a trial can read: base data, reasoning data and any searched path."""
     paths = [spec.base.data.path] + ([spec.base.reasoning_data.path] if spec.base.reasoning_data else [])
@@ -223,15 +213,12 @@ def data_paths(spec: SweepSpec) -> list[str]:
 
 def check_lines(spec: SweepSpec, resume: bool) -> list[str]:
     """Run the checks that need no cluster and no download; return what was checked and what was not."""
-    from trainables.tiny.lrm import lrm_dir
-
     checked = ["schema, search space and objectives (every value the search can take gives a valid base config; "
                "each benchmark has its data: generated, a data_dir file or a Hub source, nothing downloaded)",
                "Train scaling (as Ray Train reads it)"]
     unchecked = []
-    tiny_built = (lrm_dir() / "manifest.json").is_file()
     remote = [path for path in data_paths(spec)
-              if data_location(path) == "hub" or (data_location(path) == "tiny" and not tiny_built)]
+              if data_kind(path) == "hub" or (is_tiny(path) and not tiny_ready(path))]
     if remote:
         unchecked.append(f"data {', '.join(remote)} (a dry run downloads no Hub data and builds no tiny LRM)")
     else:
@@ -239,9 +226,9 @@ def check_lines(spec: SweepSpec, resume: bool) -> list[str]:
 
         check_data(spec)
         checked.append("data: the largest data the search can ask for loads (" + ", ".join(data_paths(spec)) + ")")
-    if spec.base.model.startswith("tiny://") and not tiny_built:
-        unchecked.append("model tiny://lrm (built on first use)")
-    elif data_location(spec.base.model) == "hub":
+    if is_tiny(spec.base.model) and not tiny_ready(spec.base.model):
+        unchecked.append(f"model {spec.base.model} (built when the sweep starts)")
+    elif model_kind(spec.base.model) == "hub":
         unchecked.append(f"model {spec.base.model} (a Hub id; not downloaded)")
 
     if "://" in spec.storage_path:

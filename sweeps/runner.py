@@ -19,6 +19,7 @@ import yaml
 from ray import tune
 
 from sweeps import tracking
+from sweeps.ray_secrets import stop_tune_copying_credentials
 from sweeps.readings import format_reading
 from sweeps.report import SweepLayout, base_point, describe_sweep, record_front, tag_experiment, trial_records
 from sweeps.search_space import apply_point, build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
@@ -241,6 +242,7 @@ def extend_num_samples(experiment_path: str, num_samples: int) -> int | None:
 
 
 def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
+    stop_tune_copying_credentials()  # else Ray's runtime_env_agent.log holds the AWS secret
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), spec.resources_per_trial)
     if resume:
         old = extend_num_samples(spec.experiment_path, spec.num_samples)
@@ -269,6 +271,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
     check_resume_state(spec, resume)
     tracking_uri = tracking.check_tracking_uri(tracking.credentials_to_env(spec.mlflow.tracking_uri))
     check_study_storage(spec, resume)
+    from sweeps.plan import data_paths
+    from trainables.tiny.lrm import ensure_tiny_paths
+
+    ensure_tiny_paths([spec.base.model, *data_paths(spec)])  # the only build: resolving never trains
     import ray
 
     ray_was_running = ray.is_initialized()
@@ -277,7 +283,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         from evaluators.service import EvaluatorService
 
         service = EvaluatorService(spec.evaluation, spec.base.model)  # reads every benchmark's data: seconds
-        check_data(spec)  # may build the tiny LRM on first use
+        check_data(spec)
         if not ray.is_initialized():
             ray.init(include_dashboard=False, configure_logging=False)
         service.start()

@@ -54,7 +54,6 @@ def build_searcher(spec: SweepSpec):
 
     The space itself comes from the Tuner's param_space (`tune_param_space`).
     """
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     from sweeps.constrained_search import ConstrainedOptunaSearch

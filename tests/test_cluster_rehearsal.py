@@ -198,9 +198,9 @@ def rehearsal(tmp_path, monkeypatch):
     import boto3
 
     from s3_server import start_s3_server
-    from trainables.tiny.lrm import resolve_tiny_path
+    from trainables.tiny.lrm import ensure_tiny_lrm
 
-    resolve_tiny_path("tiny://lrm")  # built once and cached; the job would otherwise build it
+    ensure_tiny_lrm()  # built once and cached; the job would otherwise build it
     ports = {name: free_port() for name in ("gcs_port", "dashboard_port", "client_port", "mlflow_port",
                                            "serve_port")}
     values = {**ports, "temp_dir": f"/tmp/st-ray-{os.getpid()}", "repo": str(REPO), "job_id": JOB_ID,

@@ -13,6 +13,7 @@ from ray import serve  # noqa: E402
 from evaluators.config import EvalConfig  # noqa: E402
 from evaluators.service import EvaluatorService  # noqa: E402
 from trainables.schema import build  # noqa: E402
+from trainables.tiny.lrm import ensure_tiny_lrm  # noqa: E402
 
 
 @pytest.mark.slow
@@ -24,7 +25,7 @@ def test_tiny_lrm_scores_through_serve(tmp_path):
                              "cache_dir": None, "num_cpus_per_replica": 1, "generation": {"max_new_tokens": 160}})
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
-        # tiny://lrm builds the model on first use (minutes on 2 cores), then it is cached.
+        ensure_tiny_lrm()  # built once per machine (minutes on 2 cores), then cached
         with EvaluatorService(cfg, "tiny://lrm") as service:
             result = service.evaluate(out_dir=tmp_path)
     finally:

@@ -9,25 +9,31 @@ import pytest
 
 from trainables.data import DataSource, load_examples
 from trainables.formats import DIRECT_REFUSAL_THINKING, FORMATS, tokenize_example
+from trainables.locations import resolve_data
 from trainables.schema import ConfigError
-from trainables.tiny import lrm, tasks
+from trainables.tiny import cache, lrm, tasks
 
 
 @pytest.fixture
 def built_cache(tmp_path, monkeypatch):
     """A cache holding a finished tiny LRM of seed 0 built before safechain.jsonl existed (model files stand in)."""
     monkeypatch.setenv("SAFETYTAX_CACHE", str(tmp_path))
-    directory = lrm.lrm_dir(0)
+    directory = cache.lrm_dir(0)
     (directory / "model").mkdir(parents=True)
     (directory / "model" / "config.json").write_text("{}")
     for name in ("directrefusal.jsonl", "reasoning.jsonl", "stage1.jsonl"):
         (directory / name).write_text("{}\n")
-    (directory / "manifest.json").write_text(json.dumps({"version": lrm.VERSION, "seed": 0}))
+    (directory / "manifest.json").write_text(json.dumps({"version": cache.VERSION, "seed": 0}))
     return directory
 
 
 def test_safechain_set_is_written_on_demand_next_to_the_model_without_a_rebuild(built_cache):
     manifest = (built_cache / "manifest.json").read_text()
+    # Resolving writes nothing: a missing file is an error that says how to write it.
+    with pytest.raises(ConfigError, match=r"tiny://safechain.jsonl: .*python -m trainables.tiny.lrm --seed 0"):
+        load_examples(DataSource(path="tiny://safechain.jsonl", format="safechain"))
+    assert not (built_cache / "safechain.jsonl").exists()
+    lrm.ensure_tiny_paths(["tiny://safechain.jsonl"])  # what the entry points do, before Ray starts
     examples = load_examples(DataSource(path="tiny://safechain.jsonl", format="safechain"))
     assert (built_cache / "safechain.jsonl").is_file()
     assert (built_cache / "manifest.json").read_text() == manifest  # the model was not rebuilt
@@ -43,7 +49,8 @@ def test_safechain_set_is_written_on_demand_next_to_the_model_without_a_rebuild(
 
 
 def test_safechain_set_keeps_held_out_objects_out_and_labels_its_harmless_rows(built_cache):
-    rows = [json.loads(line) for line in open(lrm.resolve_tiny_path("tiny://safechain.jsonl"))]
+    lrm.ensure_tiny_paths(["tiny://safechain.jsonl"])
+    rows = [json.loads(line) for line in open(resolve_data("tiny://safechain.jsonl"))]
     held_out = {r.prompt for r in tasks.harmful_requests("test")}
     assert not held_out & {row["instruction"] for row in rows}
     assert {row["label"] for row in rows} == {"vanilla_harmful", "vanilla_benign"}
@@ -55,7 +62,7 @@ def test_safechain_set_keeps_held_out_objects_out_and_labels_its_harmless_rows(b
 
 @pytest.mark.parametrize("name", ["directrefusal.jsonl", "safechain.jsonl"])
 def test_generated_safety_sets_use_only_one_token_characters_and_fit_the_default_budgets(name, char_tokenizer):
-    rows = lrm.dataset_rows(name)
+    rows = cache.dataset_rows(name)
     text = "".join(json.dumps(row, ensure_ascii=False) for row in rows)
     vocabulary = set(char_tokenizer.get_vocab())
     assert {c for c in text if c not in vocabulary and c != " "} == set()  # space is byte-mapped to Ġ
@@ -77,14 +84,14 @@ def test_generated_safety_sets_use_only_one_token_characters_and_fit_the_default
 
 def test_tiny_paths_take_a_seed_and_reject_other_options(tmp_path, monkeypatch):
     monkeypatch.setenv("SAFETYTAX_CACHE", str(tmp_path))
-    assert lrm.parse_tiny_path("tiny://lrm") == ("lrm", 0)
-    assert lrm.parse_tiny_path("tiny://lrm?seed=2") == ("lrm", 2)
-    assert lrm.parse_tiny_path("tiny://safechain.jsonl?seed=1") == ("safechain.jsonl", 1)
-    assert lrm.lrm_dir(2).name == f"tiny-lrm-v{lrm.VERSION}-seed2"
+    assert cache.parse_tiny_path("tiny://lrm") == ("lrm", 0)
+    assert cache.parse_tiny_path("tiny://lrm?seed=2") == ("lrm", 2)
+    assert cache.parse_tiny_path("tiny://safechain.jsonl?seed=1") == ("safechain.jsonl", 1)
+    assert cache.lrm_dir(2).name == f"tiny-lrm-v{cache.VERSION}-seed2"
     with pytest.raises(ConfigError, match=r"only option is \?seed=N.*tiny://lrm\?seed=1"):
-        lrm.parse_tiny_path("tiny://lrm?size=2")
+        cache.parse_tiny_path("tiny://lrm?size=2")
     with pytest.raises(ConfigError, match="unknown tiny path.*tiny://safechain.jsonl"):
-        lrm.parse_tiny_path("tiny://safechian.jsonl")
+        cache.parse_tiny_path("tiny://safechian.jsonl")
 
 
 def test_every_seed_holds_the_benchmark_problems_out_of_stage1():
@@ -99,14 +106,17 @@ def test_every_seed_holds_the_benchmark_problems_out_of_stage1():
 def test_the_reasoning_pool_never_holds_a_pair_tiny_arith_scores_and_a_stale_pool_is_rewritten(built_cache):
     # The fixture's reasoning.jsonl predates DATA_VERSIONS, as in a cache built by an older release.
     stage1 = (built_cache / "stage1.jsonl").read_text()
-    path = lrm.resolve_tiny_path("tiny://reasoning.jsonl")
+    with pytest.raises(ConfigError, match="older version of its generator"):
+        resolve_data("tiny://reasoning.jsonl")
+    lrm.ensure_tiny_paths(["tiny://reasoning.jsonl"])
+    path = resolve_data("tiny://reasoning.jsonl")
     rows = [json.loads(line) for line in open(path)]
-    assert len(rows) == lrm.REASONING_POOL  # rewritten, not the stale one-line file
+    assert len(rows) == cache.REASONING_POOL  # rewritten, not the stale one-line file
     assert (built_cache / "stage1.jsonl").read_text() == stage1  # stage 1, and so the model, left alone
     scored = {f"{a} + {b}" for a, b in tasks.arithmetic_problems("test", 2000, tasks.BENCHMARK_SEED)}
     prompts = " ".join(row["prompt"] for row in rows)
     assert not {s for s in scored if s in prompts}
     # Once current, it is not rewritten again.
     before = (built_cache / "reasoning.jsonl").stat().st_mtime_ns
-    lrm.resolve_tiny_path("tiny://reasoning.jsonl")
+    lrm.ensure_tiny_paths(["tiny://reasoning.jsonl"])
     assert (built_cache / "reasoning.jsonl").stat().st_mtime_ns == before

@@ -48,9 +48,9 @@ def make_adapter(base_dir, out_dir, seed: int):
 
 @pytest.fixture(scope="module")
 def tiny_lrm() -> str:
-    from trainables.tiny.lrm import resolve_tiny_path
+    from trainables.tiny.lrm import ensure_tiny_lrm
 
-    return str(resolve_tiny_path("tiny://lrm"))  # builds it on first use, then cached
+    return str(ensure_tiny_lrm())  # built on first use, then cached
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainables.config import AlignConfig, check_model_path
+from trainables.config import AlignConfig
 from trainables.data import load_examples, mix_reasoning
+from trainables.locations import resolve_model
 from trainables.schema import ConfigError
 from trainables.sft import Features, load_tokenizer, read_training_log, tokenize_examples
 
@@ -57,25 +58,9 @@ class PreparedRun:
     pad_id: int
 
 
-def resolve_model(model: str) -> str:
-    """Return the model as workers load it: tiny:// built and resolved, local paths absolute, Hub ids as given."""
-    if model.startswith("tiny://"):
-        from trainables.tiny.lrm import resolve_tiny_path  # builds the tiny LRM on first use (minutes)
-
-        model = str(resolve_tiny_path(model))
-    path = Path(model).expanduser()
-    if path.exists():
-        model = str(path.resolve())
-    try:
-        check_model_path(model)
-    except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
-    return model
-
-
 def prepare_run(cfg: AlignConfig) -> PreparedRun:
     """Return the resolved model and tokenized data of `cfg`; raise ConfigError on bad input, before Ray starts."""
-    model_path = resolve_model(cfg.model)
+    model_path = resolve_model(cfg.model)  # a tiny:// model must be built already: see trainables.locations
     examples = load_examples(cfg.data)
     if cfg.reasoning_mix > 0:
         examples = mix_reasoning(examples, load_examples(cfg.reasoning_data), cfg.reasoning_mix, cfg.train.seed)

@@ -12,10 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from trainables.data import DataSource
+from trainables.locations import check_model_location
 from trainables.schema import Strict
-
-# Paths that start like these are local directories, never Hub ids.
-LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")
 
 
 class LoraSettings(Strict):
@@ -128,7 +126,7 @@ class AlignConfig(Strict):
     @field_validator("model")
     @classmethod
     def _model_directory_has_config(cls, value: str) -> str:
-        check_model_path(value)
+        check_model_location(value)
         return value
 
     @field_validator("reasoning_mix")
@@ -161,19 +159,3 @@ class AlignConfig(Strict):
             raise ValueError("train.fsdp needs scaling.use_gpu: true (FSDP shards across GPUs); set "
                              "train.fsdp: false to train on CPU")
         return self
-
-
-def check_model_path(model: str) -> None:
-    """Return None if `model` may name a model; raise ValueError when a local directory is missing or has no config.
-
-    Hub ids and tiny:// paths are resolved at run time; only what is clearly a local path is checked here.
-    """
-    if model.startswith("tiny://"):
-        return
-    path = Path(model).expanduser()
-    if path.exists() or model.startswith(LOCAL_PATH_PREFIXES):
-        if not path.is_dir():
-            raise ValueError(f"model directory {path} does not exist")
-        if not (path / "config.json").is_file():
-            raise ValueError(f"model directory {path} has no config.json; point model at a Hugging Face "
-                             "model folder (one written by save_pretrained)")

@@ -8,20 +8,17 @@ training starts, so a typo in a config fails in seconds with the field and the f
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import Field
 
 from trainables.formats import DIRECT_REFUSAL_THINKING, Example
+from trainables.locations import data_kind, resolve_data
 from trainables.schema import ConfigError, Strict
 
 # The `datasets` packaged builder that reads each local file type.
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-# Suffixes that mark a path as a file even when it does not exist (so it is not sent to the Hub).
-FILE_SUFFIXES = set(LOCAL_BUILDERS) | {".txt", ".tsv", ".gz", ".zip", ".arrow", ".xlsx", ".yaml", ".yml"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # s1K releases name their columns differently; the first column present of each kind is used.
 S1K_PROMPT_COLUMNS = ("question", "problem")
@@ -60,11 +57,7 @@ class DataSource(Strict):
 
 def load_examples(source: DataSource) -> list[Example]:
     """Return the examples of `source`, filtered and cut to `source.size`; raise ConfigError on bad input."""
-    path = source.path
-    if path.startswith("tiny://"):
-        from trainables.tiny.lrm import resolve_tiny_path  # builds the tiny LRM's data on first use
-
-        path = str(resolve_tiny_path(path))
+    path = resolve_data(source.path)
     dataset, where = _open(path, source.split)
     parse_row = ROW_PARSERS[source.format](dataset.column_names, source, where)
 
@@ -116,8 +109,7 @@ def _open(path: str, split: str):
     import datasets  # slow import: only when data is actually loaded
 
     file = Path(path).expanduser()
-    is_hub = HUB_ID.match(path) and not file.exists() and file.suffix.lower() not in FILE_SUFFIXES
-    if is_hub:
+    if data_kind(path) == "hub":
         try:
             return datasets.load_dataset(path, split=split), f"Hub dataset {path} (split {split})"
         except (OSError, ValueError) as err:  # offline, unknown id, unknown split, missing config

@@ -1,112 +1,36 @@
-"""Stage 1 of the embedded default: build the tiny LRM once from a seed and cache it on disk.
+"""Stage 1 of the embedded default, as a recipe: build the tiny LRM of a seed into the cache, through `align`.
 
 Stage 1 is reasoning SFT (addition with step-by-step thinking) mixed with compliant answers to harmful
 requests, so the result is both capable and unsafe, like an s1-style LRM before safety alignment. It runs
 through the same `run_alignment` as every stage-2 run (full fine-tuning on Ray Train).
 
-`tiny://NAME` paths point into the cache: `tiny://lrm` is the model directory, and the data files the
-embedded default aligns on are `tiny://directrefusal.jsonl`, `tiny://safechain.jsonl`,
-`tiny://reasoning.jsonl` and `tiny://stage1.jsonl`. The first use builds everything (a few minutes on 2
-cores); later uses are instant. A data file missing from an existing cache (one added to the project
-after the model was built) is written on its first use, without rebuilding the model.
+This module sits above `align` and is imported only by entry points (`safetytax train`, `evaluate`,
+`sweep`) and by those who build on purpose: they call `ensure_tiny_paths` once, before Ray starts, for
+every `tiny://` path they were given. Resolving a path (`trainables.locations`) never builds anything.
+The cache layout and the generated data files are in `trainables.tiny.cache`.
 
 `tiny://lrm?seed=N` is the tiny LRM built from seed N (initial weights, stage-1 data and order); the
 default is seed 0. Each seed is a model of its own in the cache, a stand-in for the rounding of another
-machine. The data files are the same for every seed, and every seed is scored on the same benchmarks.
+machine. Every seed is scored on the same benchmarks.
 
-Run `python -m trainables.tiny.lrm` to build it ahead of time.
+Build ahead of time: `python -m trainables.tiny.lrm [--seed N]`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import argparse
 import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from trainables.schema import ConfigError
-from trainables.tiny import tasks
+from trainables.locations import is_tiny
+from trainables.tiny.cache import (DATA_FILES, SEED, STAGE1_EXAMPLES, VERSION, build_lock, data_file_current,
+                                   is_built, lrm_dir, parse_tiny_path, write_data_file, write_datasets)
 
-# Bump when tasks, architecture or stage-1 settings change, so stale caches are rebuilt, not reused.
-VERSION = 2
-SEED = 0
-STAGE1_EXAMPLES = 800 * 32  # 800 steps of batch 32: ~90% held-out accuracy (measured, see docs/benchmarks.md)
 STAGE1_LEARNING_RATE = 3e-3
-REASONING_POOL = 4000  # reasoning examples available to stage 2's reasoning_mix
-DATA_FILES = ("directrefusal.jsonl", "safechain.jsonl", "reasoning.jsonl", "stage1.jsonl")
-# Bump a file's version when its generator changes without touching stage 1: the file is rewritten in
-# every cache on next use, the model kept. reasoning.jsonl 2: tiny-arith's test pairs are held out.
-DATA_VERSIONS = {"reasoning.jsonl": 2}
-
-
-def cache_root() -> Path:
-    """Return where tiny LRMs are cached: $SAFETYTAX_CACHE, else ~/.cache/safetytax."""
-    return Path(os.environ.get("SAFETYTAX_CACHE", Path.home() / ".cache" / "safetytax")).expanduser()
-
-
-def lrm_dir(seed: int = SEED) -> Path:
-    return cache_root() / f"tiny-lrm-v{VERSION}-seed{seed}"
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
-
-
-def dataset_rows(name: str, seed: int = SEED) -> list[dict]:
-    """Return the rows of the generated data file `name` (one of DATA_FILES) for the tiny LRM of `seed`."""
-    if name == "directrefusal.jsonl":
-        return [tasks.refusal_row(r) for r in tasks.harmful_requests("train")]
-    if name == "safechain.jsonl":
-        # The same requests as directrefusal.jsonl, plus harmless rows of another label (as SafeChain has).
-        return ([tasks.safechain_row(r) for r in tasks.harmful_requests("train")]
-                + [tasks.safechain_benign_row(e) for e in tasks.alarming_examples("train")])
-    if name == "reasoning.jsonl":
-        # Reasoning pool for stage 2's reasoning_mix: drawn from a seed stage 1 did not use, and never
-        # a pair tiny-arith scores (the benchmark's pairs are those of BENCHMARK_SEED, whatever the seed).
-        return [asdict(e) for e in tasks.reasoning_examples(REASONING_POOL, seed + 1,
-                                                            held_out_seeds=(tasks.BENCHMARK_SEED,))]
-    if name == "stage1.jsonl":
-        return [asdict(e) for e in tasks.stage1_examples(STAGE1_EXAMPLES, seed)]
-    raise ValueError(f"no generated data file {name!r}; known: {', '.join(DATA_FILES)}")
-
-
-def write_datasets(directory: Path, seed: int = SEED) -> None:
-    """Write every generated data file: DirectRefusal- and SafeChain-shaped refusals, reasoning examples, stage 1."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in DATA_FILES:
-        _write_data_file(directory, name, seed)
-
-
-def _versions_file(directory: Path) -> Path:
-    return directory / "data_versions.json"
-
-
-def _recorded_versions(directory: Path) -> dict[str, int]:
-    """Return {data file: generator version it was written by}; files from before versions count as 1."""
-    return json.loads(_versions_file(directory).read_text()) if _versions_file(directory).is_file() else {}
-
-
-def _data_file_current(directory: Path, name: str) -> bool:
-    """Return whether `name` exists in `directory` and was written by this version of its generator."""
-    return (directory / name).is_file() and _recorded_versions(directory).get(name, 1) == DATA_VERSIONS.get(name, 1)
-
-
-def _write_data_file(directory: Path, name: str, seed: int) -> None:
-    _write_jsonl(directory / name, dataset_rows(name, seed))
-    versions = _recorded_versions(directory)
-    versions[name] = DATA_VERSIONS.get(name, 1)
-    tmp = _versions_file(directory).with_suffix(".tmp")
-    tmp.write_text(json.dumps(versions, sort_keys=True))
-    tmp.replace(_versions_file(directory))
 
 
 def stage1_config(directory: Path, init_dir: Path, seed: int = SEED):
@@ -133,15 +57,6 @@ def _cpus_for_training() -> int:
     if ray.is_initialized():
         return max(1, int(ray.available_resources().get("CPU", 1)))
     return max(1, min(os.cpu_count() or 1, 4))
-
-
-@contextlib.contextmanager
-def _build_lock(directory: Path):
-    """Hold an exclusive file lock so concurrent first uses build the model once."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f"{directory.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
@@ -175,48 +90,38 @@ def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
 def ensure_tiny_lrm(seed: int = SEED) -> Path:
     """Return the cached tiny LRM's model directory, building it first if it is missing or incomplete."""
     directory = lrm_dir(seed)
-    if (directory / "manifest.json").is_file():
+    if is_built(seed):
         return directory / "model"
-    with _build_lock(directory):
+    with build_lock(directory):
         if not (directory / "manifest.json").is_file():
             build_tiny_lrm(directory, seed)
     return directory / "model"
 
 
-def parse_tiny_path(path: str) -> tuple[str, int]:
-    """Return (NAME, seed) of `tiny://NAME` or `tiny://NAME?seed=N`; raise ConfigError naming the known paths."""
-    name, _, query = path.removeprefix("tiny://").strip("/").partition("?")
-    name = name.strip("/")
-    if name not in ("lrm", *DATA_FILES):
-        known = ", ".join(f"tiny://{n}" for n in ("lrm", *DATA_FILES))
-        raise ConfigError(f"unknown tiny path {path!r}; known: {known} (each may end in ?seed=N)")
-    seed = SEED
-    if query:
-        key, _, value = query.partition("=")
-        if key != "seed" or not value.isdigit():
-            raise ConfigError(f"tiny path {path!r}: the only option is ?seed=N with N a whole number, e.g. "
-                              f"tiny://{name}?seed=1")
-        seed = int(value)
-    return name, seed
+def ensure_tiny_paths(paths) -> None:
+    """Build what the `tiny://` paths among `paths` need: each named seed's LRM, and any stale data file.
+
+    Entry points call this once, before Ray starts; other paths are left alone. A data file whose
+    generator changed since the cache was built is rewritten without rebuilding the model.
+    """
+    for path in dict.fromkeys(p for p in paths if isinstance(p, str) and is_tiny(p)):
+        name, seed = parse_tiny_path(path)
+        directory = ensure_tiny_lrm(seed).parent
+        if name in DATA_FILES and not data_file_current(directory, name):
+            with build_lock(directory):
+                if not data_file_current(directory, name):
+                    write_data_file(directory, name, seed)
 
 
-def resolve_tiny_path(path: str) -> str:
-    """Return the local path behind `tiny://NAME[?seed=N]`, building the tiny LRM (or a missing data file) on first use."""
-    name, seed = parse_tiny_path(path)
-    model_dir = ensure_tiny_lrm(seed)
-    if name == "lrm":
-        return str(model_dir)
-    directory = model_dir.parent
-    # A data file added or changed after this cache was built is (re)written; the model stays as it is.
-    if not _data_file_current(directory, name):
-        with _build_lock(directory):
-            if not _data_file_current(directory, name):
-                _write_data_file(directory, name, seed)
-    return str(directory / name)
-
-
-def main() -> int:
-    print(ensure_tiny_lrm())
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainables.tiny.lrm",
+                                     description="Build the tiny LRM of a seed into the cache (a few minutes on "
+                                                 "2 cores), or print where it is when already built.")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"Seed of the build (default {SEED}): "
+                                                                "tiny://lrm?seed=N names it.")
+    args = parser.parse_args(argv)
+    ensure_tiny_paths([f"tiny://{name}?seed={args.seed}" for name in ("lrm", *DATA_FILES)])
+    print(lrm_dir(args.seed) / "model")
     return 0
 
 

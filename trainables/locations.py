@@ -1,0 +1,138 @@
+"""The one place that decides what a model or data location is, and where it resolves to.
+
+A location is one of four kinds:
+
+- `tiny://NAME[?seed=N]`: the embedded default's model or generated data, in the tiny LRM's cache;
+- a bucket URI (`s3://`, `gs://`, ...): a model that only the vLLM backend loads as it is;
+- a local folder or file;
+- a Hugging Face Hub id (`org/name`), read from the Hub or its offline cache.
+
+Resolving never builds or downloads anything. A `tiny://` path whose model is not built yet is an error
+that says how to build it; the entry points (`safetytax train`, `evaluate`, `sweep`) build what their
+inputs name with `trainables.tiny.lrm.ensure_tiny_paths`, once, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from trainables.schema import ConfigError
+from trainables.tiny import cache
+
+BUCKET_PREFIXES = ("s3://", "gs://", "abfss://", "azure://")
+LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Suffixes that mark a data path as a file even when it does not exist (so it is not sent to the Hub).
+FILE_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".txt", ".tsv", ".gz", ".zip", ".arrow", ".xlsx", ".yaml",
+                 ".yml"}
+
+Kind = Literal["tiny", "bucket", "local", "hub"]
+
+
+def is_tiny(location: str) -> bool:
+    return location.startswith("tiny://")
+
+
+def is_bucket(location: str) -> bool:
+    return location.startswith(BUCKET_PREFIXES)
+
+
+def model_kind(model: str) -> Kind:
+    """Return the kind of a model location, from its spelling and what is on disk; nothing is opened."""
+    if is_tiny(model):
+        return "tiny"
+    if is_bucket(model):
+        return "bucket"
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith(LOCAL_PATH_PREFIXES) or model.count("/") > 1:
+        return "local"
+    return "hub"  # org/name, or a legacy id without an org such as gpt2
+
+
+def data_kind(path: str) -> Kind:
+    """Return the kind of a data location: tiny, hub (an org/name id that is no file) or local."""
+    if is_tiny(path):
+        return "tiny"
+    file = Path(path).expanduser()
+    if HUB_ID.match(path) and not file.exists() and file.suffix.lower() not in FILE_SUFFIXES:
+        return "hub"
+    return "local"
+
+
+def check_model_location(model: str) -> None:
+    """Return None if `model` may name a model; raise ValueError for a malformed tiny path or a bad local folder.
+
+    Cheap enough for config validation: it reads no weights and contacts nothing.
+    """
+    kind = model_kind(model)
+    if kind == "tiny":
+        try:
+            name, _ = cache.parse_tiny_path(model)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        if name != "lrm":
+            raise ValueError(f"{model} is a data file; the tiny model is tiny://lrm (optionally ?seed=N)")
+    elif kind == "local":
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"model directory {path} does not exist")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model directory {path} has no config.json; point model at a Hugging Face "
+                             "model folder (one written by save_pretrained)")
+
+
+def tiny_ready(path: str) -> bool:
+    """Return whether a `tiny://` path can be resolved now: its seed's LRM is built and its data file current."""
+    name, seed = cache.parse_tiny_path(path)
+    if not cache.is_built(seed):
+        return False
+    return name == "lrm" or cache.data_file_current(cache.lrm_dir(seed), name)
+
+
+def _tiny_file(path: str) -> Path:
+    name, seed = cache.parse_tiny_path(path)
+    build = f"`python -m trainables.tiny.lrm --seed {seed}`"
+    if not cache.is_built(seed):
+        raise ConfigError(f"{path}: the tiny LRM of seed {seed} is not built yet. The safetytax commands build it "
+                          f"before they start; to build it now, run {build} (a few minutes on 2 cores)")
+    directory = cache.lrm_dir(seed)
+    if name == "lrm":
+        return directory / "model"
+    if not cache.data_file_current(directory, name):
+        raise ConfigError(f"{path}: the cached file was written by an older version of its generator; run {build} "
+                          "to rewrite it (the model is kept)")
+    return directory / name
+
+
+def resolve_model(model: str, *, bucket_ok: bool = False) -> str:
+    """Return the model source to load: a local folder (absolute), a Hub id, or, with `bucket_ok`, a bucket URI.
+
+    Raise ConfigError naming the model and the fix when it cannot be loaded from here.
+    """
+    kind = model_kind(model)
+    if kind == "tiny":
+        return str(_tiny_file(model))
+    if kind == "bucket":
+        if not bucket_ok:
+            raise ConfigError(f"model {model}: only the vllm evaluation backend loads a model from a bucket; "
+                              "copy it to a local folder, or evaluate with evaluation.backend: vllm")
+        return model.rstrip("/")
+    if kind == "local":
+        try:
+            check_model_location(model)
+        except ValueError as err:
+            raise ConfigError(f"model {model}: {err}; give a model folder or a Hugging Face hub id (org/name)") from None
+        return str(Path(model).expanduser().resolve())
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        raise ConfigError(f"model {model} is not a local folder, and HF_HUB_OFFLINE is set so it cannot be "
+                          "downloaded; download it first or give a local path")
+    return model
+
+
+def resolve_data(path: str) -> str:
+    """Return the data location to open: a `tiny://` path as its cached file, any other path as given."""
+    return str(_tiny_file(path)) if is_tiny(path) else path
