@@ -35,7 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand and return its exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may follow options (`sweep x.yaml --resume num_samples=12`); argparse alone stops the
+    # positional list at the first option, and parse_intermixed_args does not support subcommands.
+    args, extra = parser.parse_known_args(argv)
+    words = getattr(args, "trailing_words", None)
+    if extra and (words is None or any(word.startswith("-") for word in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, words).extend(extra)
     try:
         return args.func(args) or 0
     except ConfigError as err:

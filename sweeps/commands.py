@@ -37,7 +37,7 @@ def register(subparsers) -> None:
                        help="With --dry-run: a Ray cluster config (cluster.yaml, cluster.local.yaml); the plan "
                             "names the node types each trial's driver, Train workers and evaluator land on, and "
                             "those the autoscaler scales up from zero.")
-    sweep.set_defaults(func=sweep_command)
+    sweep.set_defaults(func=sweep_command, trailing_words="items")
 
     pareto = subparsers.add_parser(
         "pareto", help="Print a sweep's Pareto front from MLflow and the path of its plot.",

@@ -187,8 +187,6 @@ def _files_with(folder: Path, secrets: list[str]) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=False, reason="Ray's runtime_env_agent.log records the AWS secret from the environment "
-                   "(seen on merged main); issue 10 item 7 is open")
 def test_mlflow_going_away_mid_sweep_loses_nothing_and_no_secret_is_written(tmp_path, tiny_assets,
                                                                               tiny_model_dir):  # noqa: F811
     # One sweep serves both checks (each costs minutes): an MLflow outage while trials run, and the

@@ -12,7 +12,7 @@ import ray
 import sweeps
 from sweeps.cli import main
 from sweeps.plan import parameters_from_name
-from sweeps.spec import load_spec
+from sweeps.spec import TINY_SPEC, load_spec
 
 SWEEP_DIR = Path(sweeps.__file__).parent
 SWEEP_FILES = sorted(SWEEP_DIR.glob("*.yaml"))
@@ -157,3 +157,13 @@ def test_memory_is_estimated_from_the_size_in_the_name(capsys):
     assert parameters_from_name("mistralai/Mixtral-8x7B-v0.1") is None  # a size it cannot read is not guessed
     code, out, _ = dry_run(capsys, str(SWEEP_DIR / "paper_directrefusal.yaml"), "base.model=TianshengHuang/s1k")
     assert code == 0 and "training memory: unknown (the name TianshengHuang/s1k states no size" in out
+
+
+def test_overrides_may_follow_options_and_unknown_options_are_still_errors(capsys):
+    code = main(["sweep", str(TINY_SPEC), "--dry-run", "num_samples=5", "max_concurrent_trials=1"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "5 trials, at most 1 at once" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(TINY_SPEC), "--dry-run", "--no-such-option"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--print-config", action="store_true",
                         help="Print the resolved config (file plus overrides, defaults filled in) and exit.")
     parser.add_argument("--quiet", action="store_true", help="Do not print per-step training progress.")
-    parser.set_defaults(func=train_command)
+    parser.set_defaults(func=train_command, trailing_words="overrides")
 
 
 def train_command(args: argparse.Namespace) -> int:
