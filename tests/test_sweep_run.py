@@ -212,8 +212,6 @@ def _described(process: psutil.Process) -> str:
         return str(process.pid)
 
 
-@pytest.mark.xfail(strict=False, reason="extended for resume-extends-a-sweep and Ray's own processes; not yet seen "
-                   "passing on merged main (issue 10 open)")
 def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir):
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3)
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
