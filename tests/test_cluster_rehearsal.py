@@ -220,6 +220,12 @@ def rehearsal(tmp_path, monkeypatch):
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     for name, value in {**s3.env(), "RAY_AUTH_MODE": "token"}.items():
         monkeypatch.setenv(name, value)  # this process reads the bucket and the cluster's state too
+    # Ray reads RAY_AUTH_MODE into a per-process config once: after an earlier test in this process has
+    # imported Ray (auth mode then "disabled"), this process would send no token and the dashboard would
+    # answer every state query "Unauthorized". Re-read it, as Ray does itself when it turns token auth on.
+    from ray._raylet import Config
+
+    Config.initialize("")
     try:
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         subprocess.run(shlex.split(RAY_AUTH_TOKEN), env=env, check=True, capture_output=True, timeout=120)
