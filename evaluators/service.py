@@ -158,18 +158,17 @@ class EvaluatorService:
         limit = limit if limit is not None else cfg.limit
         if adapter is not None:
             adapter = self._backend.check_adapter(adapter)
-        if model is not None:
-            self._resolve(model)  # bad input fails before the cache is read or Serve starts
+        # Resolved and hashed once: bad input fails before the cache is read or Serve starts.
+        source = self._resolve(model if model is not None else self.base_model)
+        identity, cache = self._identity(source, adapter)
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
-        cached = self._cached_result(chosen, limit, model, adapter, out)
+        cached = self._cached_result(chosen, limit, identity, cache, out)
         if cached is not None:
             return cached
         evaluate_start = time.perf_counter()
         self.start()
-        source = self._resolve(model) if model is not None else self.base_source
         own_app = source != self.base_source
         app_name = f"{self.prefix}-model-{uuid.uuid4().hex[:6]}" if own_app else self.app_name
-        identity, cache = self._identity(source, adapter)
         # A fine-tuned checkpoint in a bucket keeps its base model's tokenizer, which is local.
         cloud = is_bucket(source)
         planner = ReplyPlanner(cfg.generation, self._tokenizer(self.base_source if cloud else source))
@@ -215,13 +214,11 @@ class EvaluatorService:
                           generation=cfg.generation.model_dump(), backend=cfg.backend, dtype=cfg.dtype,
                           judge=judged_by if benchmark.kind == "safety" else None, scoring=SCORING_VERSION)
 
-    def _cached_result(self, chosen: dict, limit: int | None, model: str | None, adapter: str | None,
+    def _cached_result(self, chosen: dict, limit: int | None, identity: str, cache: ResultCache,
                        out: Path) -> EvalResult | None:
         """Return the result when every benchmark is in the cache, without starting Ray or Serve; else None."""
         if self.cfg.cache_dir is None:
             return None
-        source = self._resolve(model if model is not None else self.base_model)
-        identity, cache = self._identity(source, adapter)
         hits = {}
         for name, benchmark in chosen.items():
             hit = cache.get(self._result_key(identity, name, benchmark, self._load_samples(benchmark, limit), limit))

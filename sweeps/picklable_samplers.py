@@ -19,15 +19,15 @@ _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 class _LocksRecreatedOnUnpickle:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_unpickled_locks"] = {name: isinstance(value, type(threading.RLock()))
+        state["_dropped_locks"] = {name: isinstance(value, type(threading.RLock()))
                                      for name, value in state.items() if isinstance(value, _LOCK_TYPES)}
-        for name in state["_unpickled_locks"]:
+        for name in state["_dropped_locks"]:
             del state[name]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        for name, reentrant in state.pop("_unpickled_locks", {}).items():
+        for name, reentrant in state.pop("_dropped_locks", {}).items():
             state[name] = threading.RLock() if reentrant else threading.Lock()
         self.__dict__.update(state)
 

@@ -85,10 +85,12 @@ def check_model_location(model: str) -> None:
 
 def tiny_ready(path: str) -> bool:
     """Return whether a `tiny://` path can be resolved now: its seed's LRM is built and its data file current."""
-    name, seed = cache.parse_tiny_path(path)
-    if not cache.is_built(seed):
+    cache.parse_tiny_path(path)  # a malformed path is an error, not "not ready"
+    try:
+        _tiny_file(path)
+    except ConfigError:
         return False
-    return name == "lrm" or cache.data_file_current(cache.lrm_dir(seed), name)
+    return True
 
 
 def _tiny_file(path: str) -> Path:

@@ -113,11 +113,17 @@ def ensure_tiny_paths(paths) -> None:
                     write_data_file(directory, name, seed)
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more (tiny://lrm?seed=N takes the same)")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainables.tiny.lrm",
                                      description="Build the tiny LRM of a seed into the cache (a few minutes on "
                                                  "2 cores), or print where it is when already built.")
-    parser.add_argument("--seed", type=int, default=SEED, help=f"Seed of the build (default {SEED}): "
+    parser.add_argument("--seed", type=_seed, default=SEED, help=f"Seed of the build (default {SEED}): "
                                                                 "tiny://lrm?seed=N names it.")
     args = parser.parse_args(argv)
     ensure_tiny_paths([f"tiny://{name}?seed={args.seed}" for name in ("lrm", *DATA_FILES)])
