@@ -3,9 +3,10 @@
     python bench/train_fixed_cost.py [--repeats 2]
 
 Both settings run in one Ray session, alternating, after one warm-up run each, on a random tiny Qwen2
-(one LoRA step, so the run is nearly all fixed cost). "Ray defaults" is what `run_alignment` used to do:
-the controller polling every 2 s and a gloo process group for the single worker. "project" is what it
-does now (`trainables/ray_backend.py`). Each run's phases come from `AlignmentResult.phase_seconds`.
+(one LoRA step, so the run is nearly all fixed cost). "Ray defaults" is Ray Train as it comes: the
+controller polling every 2 s, the preemption watcher on, and Ray's TorchConfig (a gloo process group for
+the single worker, and torch imported by the controller). "project" is what `run_alignment` does
+(`trainables/ray_backend.py`). Each run's phases come from `AlignmentResult.phase_seconds`.
 Results go in docs/benchmarks.md; state the load average (printed) with them.
 """
 
@@ -46,18 +47,20 @@ def run_once(cfg, setting: str) -> dict:
 
     from trainables import align, ray_backend
 
-    original = ray_backend.SingleWorkerTorchConfig
+    original = ray_backend.backend_config
     if setting == "Ray defaults":
         os.environ[ray_backend.POLL_INTERVAL_ENV] = "2.0"
-        ray_backend.SingleWorkerTorchConfig = TorchConfig
+        os.environ[ray_backend.PREEMPTION_WATCHER_ENV] = "1"
+        ray_backend.backend_config = lambda num_workers, preload=(): TorchConfig()
     else:
         os.environ.pop(ray_backend.POLL_INTERVAL_ENV, None)
+        os.environ.pop(ray_backend.PREEMPTION_WATCHER_ENV, None)
     try:
         start = time.perf_counter()
         result = align.run_alignment(cfg, progress=False)
         wall = time.perf_counter() - start
     finally:
-        ray_backend.SingleWorkerTorchConfig = original
+        ray_backend.backend_config = original
     return {"setting": setting, "wall_s": wall, **{f"{k}_s": v for k, v in result.phase_seconds.items()}}
 
 

@@ -78,3 +78,20 @@ def test_trained_adapter_changes_the_model(lora_run, tiny_model_dir, char_tokeni
         tuned = PeftModel.from_pretrained(base, result.checkpoint_dir).eval()
         tuned_logits = tuned(ids).logits
     assert (tuned_logits - base_logits).abs().max() > 1e-2
+
+
+def test_a_single_worker_run_leaves_torch_out_of_ray_trains_controller():
+    """The controller unpickles the backend config and the run context; neither may import torch (~2 s a run)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import pickle, sys\n"
+        "import ray.cloudpickle as cloudpickle\n"
+        "from trainables import ray_backend\n"
+        "config = pickle.loads(cloudpickle.dumps(ray_backend.backend_config(1, preload=('peft',))))\n"
+        "assert config.backend_cls.__name__ == '_SingleWorkerBackend' and config.preload == ('peft',)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

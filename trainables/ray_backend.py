@@ -1,46 +1,131 @@
 """Ray Train settings that cut the fixed cost of each alignment run; imported only where a run starts.
 
+Every alignment run starts Ray Train's controller and its helper actors, each a fresh Python process on
+the node, so what each of them imports and waits for is paid again by every trial (docs/benchmarks.md,
+"Ray Train's fixed cost"):
+
 - The controller polls its workers every `RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` (2 s by default), and a
-  run passes through several states one poll apart; at 0.1 s that saves 5 to 8 s per run on 2 cores
-  (docs/benchmarks.md). A value the user set is kept.
+  run passes through several states one poll apart; at 0.1 s that saves 5 to 8 s per run on 2 cores.
+- Ray Train's preemption watcher is one more actor process per run, and only logs spot-instance
+  preemption notices; it is off unless `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER` is set (a retried trial
+  resumes from its checkpoint either way).
 - One worker needs no process group: nothing is all-reduced, and `prepare_model` does not wrap it.
-  Skipping gloo's rendezvous saves its round trips; two or more workers get Ray's own set-up.
+  Its backend config (`SingleWorkerConfig`) is also free of torch at import: the controller unpickles
+  the backend config, and Ray's `TorchConfig` module imports torch there (about 2 s per run).
+  Two or more workers get Ray's own `TorchConfig`.
+
+A value the user set in the environment is always kept. This module must not import torch: a test checks it.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from ray.train.torch import TorchConfig
-from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
+from ray.train.backend import Backend, BackendConfig
 
 POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # read by Ray Train's controller, propagated to workers
 POLL_INTERVAL_S = "0.1"
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def set_poll_interval() -> float:
-    """Return the controller's poll interval in seconds, setting this module's default unless the user chose one."""
+    """Return the controller's poll interval in seconds, setting this module's defaults unless the user chose them."""
     os.environ.setdefault(POLL_INTERVAL_ENV, POLL_INTERVAL_S)
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     return float(os.environ[POLL_INTERVAL_ENV])
 
 
-class _SingleWorkerBackend(_TorchBackend):
-    """Ray's torch backend, without a process group when the worker group has one worker."""
+def backend_config(num_workers: int, preload: tuple[str, ...] = ()) -> BackendConfig:
+    """Return the Train backend config for `num_workers` workers: torch-free for one, Ray's TorchConfig for more.
+
+    `preload` names modules a single worker starts importing in the background as soon as it is up, while
+    the controller is still starting the run's other actors; the training loop then finds them loaded.
+    """
+    if num_workers == 1:
+        return SingleWorkerConfig(preload=tuple(preload))
+    from ray.train.torch import TorchConfig
+
+    return TorchConfig()
+
+
+def _start_worker(preload: tuple[str, ...]) -> None:
+    """Set the torchrun variables (RANK, LOCAL_RANK, ...) as Ray's torch backend does, and start preloading.
+
+    No torch here: importing it is the preload thread's work. Ray's backend also sets
+    ACCELERATE_TORCH_DEVICE, which needs torch; `_CudaDeviceContext` sets it when the loop starts.
+    """
+    import importlib
+    import threading
+
+    import ray.train
+
+    context = ray.train.get_context()
+    os.environ.update(LOCAL_RANK=str(context.get_local_rank()), LOCAL_WORLD_SIZE=str(context.get_local_world_size()),
+                      NODE_RANK=str(context.get_node_rank()), RANK=str(context.get_world_rank()),
+                      WORLD_SIZE=str(context.get_world_size()))
+
+    def load() -> None:
+        for name in preload:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the loop imports it again and reports the error there
+                return
+
+    global _preloading
+    _preloading = threading.Thread(target=load, name="safetytax-preload", daemon=True)
+    _preloading.start()
+
+
+_preloading = None  # the worker's preload thread, once `_start_worker` has started it
+
+
+def wait_for_preload() -> None:
+    """Return once the worker's preloading is done; call it before the loop imports anything.
+
+    transformers' lazy module is not safe to import from two threads at once, so the loop waits for the
+    preload thread rather than racing it (the overlap that matters is with the controller's start-up).
+    """
+    if _preloading is not None:
+        _preloading.join()
+
+
+class _CudaDeviceContext:
+    """Select the worker's GPU around the training function (what Ray's TorchConfig context does)."""
+
+    def __enter__(self):
+        import torch
+        from ray.train.torch import get_device
+
+        device = get_device()
+        os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _SingleWorkerBackend(Backend):
+    """Ray Train backend of a one-worker group: the torchrun variables, no process group."""
+
+    share_cuda_visible_devices = True
 
     def on_start(self, worker_group, backend_config) -> None:
-        if len(worker_group) > 1:
-            super().on_start(worker_group, backend_config)
-            return
-        worker_group.execute(_set_torch_distributed_env_vars)  # RANK, LOCAL_RANK, ... as torchrun sets them
-
-    def on_shutdown(self, worker_group, backend_config) -> None:
-        if len(worker_group) > 1:
-            super().on_shutdown(worker_group, backend_config)
+        worker_group.execute(_start_worker, backend_config.preload)
 
 
-class SingleWorkerTorchConfig(TorchConfig):
-    """TorchConfig whose backend skips the process group for a single worker."""
+@dataclass
+class SingleWorkerConfig(BackendConfig):
+    """Backend config of a one-worker run; `backend` is there because TorchTrainer reads and sets it."""
+
+    backend: str | None = None
+    preload: tuple[str, ...] = ()  # modules the worker imports in the background once it is up
 
     @property
     def backend_cls(self):
         return _SingleWorkerBackend
+
+    @property
+    def train_func_context(self):
+        return _CudaDeviceContext
