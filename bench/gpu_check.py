@@ -166,7 +166,8 @@ def measure_project_loop(model_dir: Path, cfg, features, sizes: Sizes, device: t
     if not autocast:
         torch.autocast = lambda *args, **kwargs: contextlib.nullcontext()
     try:
-        # on_step runs after the loop's own per-step sync (totals.tolist()), so these are device-complete times.
+        # on_step runs once a step's totals are read back (one step late on a GPU: the loop's only host sync),
+        # so these are device-complete times of each step; their differences are the steps' durations.
         log = sft.run_training(model, features, cfg, device=device, pad_id=tokenizer.pad_token_id, progress=False,
                                on_step=lambda metrics: step_ends.append(time.perf_counter()))
     finally:

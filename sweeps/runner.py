@@ -271,13 +271,13 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
     check_resume_state(spec, resume)
     tracking_uri = tracking.check_tracking_uri(tracking.credentials_to_env(spec.mlflow.tracking_uri))
     check_study_storage(spec, resume)
+    import ray
+
     from sweeps.plan import data_paths
     from trainables.tiny.lrm import ensure_tiny_paths
 
-    ensure_tiny_paths([spec.base.model, *data_paths(spec)])  # the only build: resolving never trains
-    import ray
-
     ray_was_running = ray.is_initialized()
+    ensure_tiny_paths([spec.base.model, *data_paths(spec)])  # the only build: resolving never trains
     service = None
     try:
         from evaluators.service import EvaluatorService

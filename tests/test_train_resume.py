@@ -60,3 +60,39 @@ def test_a_loop_resumed_mid_epoch_ends_with_the_weights_of_an_undisturbed_run(ti
     again = run_training(load_model(str(tiny_model_dir), cfg, device), features, cfg, device=device, pad_id=pad,
                          progress=False, resume=final)
     assert again.step_losses == full_log.step_losses
+
+
+def test_reading_each_step_back_one_step_late_changes_nothing(tiny_model_dir, char_tokenizer, tmp_path, monkeypatch):
+    """The GPU loop defers each step's host read by one step; run here on the CPU, it must match the plain loop:
+    the same losses, checkpoints at the same steps with the same state, and reports of the same steps in order."""
+    from trainables import sft
+
+    cfg = tiny_config(tiny_model_dir, tmp_path, finetune="lora", lora={"r": 4, "alpha": 8, "dropout": 0.2},
+                      train={"learning_rate": 5e-3, "epochs": 2, "per_device_batch_size": 4,
+                             "max_seq_length": 256, "warmup_ratio": 0.2, "save_every_steps": 4})
+    features, pad = refusal_features(char_tokenizer), char_tokenizer.pad_token_id
+
+    def run(deferred: bool):
+        monkeypatch.setattr(sft, "defers_readback", lambda device: deferred)
+        model = load_model(str(tiny_model_dir), cfg, torch.device("cpu"))
+        events = []
+        log = run_training(
+            model, features, cfg, device=torch.device("cpu"), pad_id=pad, progress=False, report_interval_s=0.0,
+            on_step=lambda steps: events.append(("report", [s["step"] for s in steps])),
+            on_epoch_end=lambda log, last, steps: events.append(("epoch", [s["step"] for s in steps])),
+            on_checkpoint=lambda log, metrics, steps, state, name: events.append(
+                (name, [s["step"] for s in steps], state.step, list(state.log.step_losses))))
+        return log, events, trained_weights(model)
+
+    plain_log, plain_events, plain_weights = run(deferred=False)
+    late_log, late_events, late_weights = run(deferred=True)
+    assert late_log.step_losses == plain_log.step_losses and len(plain_log.step_losses) == 12
+    assert [m["epoch_loss"] for m in late_log.epoch_metrics] == [m["epoch_loss"] for m in plain_log.epoch_metrics]
+    checkpoints = [e for e in plain_events if e[0].startswith(("step_", "final"))]
+    assert [(e[0], e[2]) for e in checkpoints] == [("step_4", 4), ("step_8", 8), ("final", 12)]
+    assert late_events == plain_events
+    # Every step is reported exactly once, in order, on both paths.
+    for events in (plain_events, late_events):
+        assert [step for event in events for step in event[1]] == list(range(1, 13))
+    for key, value in plain_weights.items():
+        assert torch.equal(late_weights[key], value), key

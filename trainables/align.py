@@ -10,6 +10,7 @@ an HF-format checkpoint: a peft adapter for LoRA, full weights and tokenizer oth
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -21,7 +22,7 @@ from trainables.config import AlignConfig
 from trainables.data import load_examples, mix_reasoning
 from trainables.locations import resolve_model
 from trainables.schema import ConfigError
-from trainables.sft import Features, load_tokenizer, read_training_log, tokenize_examples
+from trainables.sft import Features, load_tokenizer, read_training_log, steps_per_epoch, tokenize_examples
 
 
 # Ray Train's controller takes one report per worker each time it polls them (trainables.ray_backend
@@ -107,22 +108,24 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     storage_path = cfg.storage_path or str(cfg.output_dir)
     if "://" not in storage_path:
         Path(storage_path).mkdir(parents=True, exist_ok=True)
-    trainer = TorchTrainer(
-        _train_worker,
-        # Through the object store: Ray Train's controller unpickles train_loop_config (it keeps it in its
-        # run context), and unpickling the config and data imports this module's torch; workers fetch it.
-        train_loop_config={"job": ray.put({"cfg": cfg, "run": run, "progress": progress,
-                                           "report_interval_s": max(ray_backend.set_poll_interval(),
-                                                                    MIN_REPORT_INTERVAL_S)})},
-        torch_config=ray_backend.backend_config(cfg.scaling.num_workers, preload=worker_modules(cfg)),
-        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                     resources_per_worker=cfg.scaling.resources_per_worker),
-        # Ray Train logs every report at INFO; the workers print their own progress instead.
-        run_config=RunConfig(name=run_name, storage_path=storage_path, logging_config=LoggingConfig("WARNING")),
-    )
-    fit_start = time.time()
-    result = trainer.fit()
-    fit_end = time.time()
+    total_steps = min(cfg.train.epochs * steps_per_epoch(len(run.features), cfg.scaling.num_workers, cfg),
+                      cfg.train.max_steps or math.inf)
+    with ray_backend.run_settings(total_steps) as poll_interval_s:
+        trainer = TorchTrainer(
+            _train_worker,
+            # Through the object store: Ray Train's controller unpickles train_loop_config (it keeps it in its
+            # run context), and unpickling the config and data imports this module's torch; workers fetch it.
+            train_loop_config={"job": ray.put({"cfg": cfg, "run": run, "progress": progress,
+                                               "report_interval_s": max(poll_interval_s, MIN_REPORT_INTERVAL_S)})},
+            torch_config=ray_backend.backend_config(cfg.scaling.num_workers, preload=worker_modules(cfg)),
+            scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                         resources_per_worker=cfg.scaling.resources_per_worker),
+            # Ray Train logs every report at INFO; the workers print their own progress instead.
+            run_config=RunConfig(name=run_name, storage_path=storage_path, logging_config=LoggingConfig("WARNING")),
+        )
+        fit_start = time.time()
+        result = trainer.fit()
+        fit_end = time.time()
     checkpoint = result.checkpoint
     checkpoint_uri = None
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):

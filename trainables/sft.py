@@ -203,6 +203,23 @@ def steps_per_epoch(num_examples: int, world_size: int, cfg: AlignConfig) -> int
     return math.ceil(batches / cfg.train.gradient_accumulation_steps)
 
 
+@dataclass
+class _PendingStep:
+    """An optimiser step taken whose totals (loss, tokens, examples, report flag) are still on the device."""
+
+    step: int
+    epoch: int
+    learning_rate: float
+    started: float
+    totals: torch.Tensor
+    checkpoint: bool  # a step_N checkpoint is due once it is read
+
+
+def defers_readback(device: torch.device) -> bool:
+    """Return whether the loop reads each step's totals back one step late on `device` (GPUs: see run_training)."""
+    return device.type == "cuda"
+
+
 def _micro_batch_groups(loader, size: int):
     iterator = iter(loader)
     while group := list(islice(iterator, size)):
@@ -243,8 +260,10 @@ def run_training(
     sampler = DistributedSampler(features, num_replicas=world_size, rank=rank, shuffle=True, seed=train.seed)
     # Its own generator: by default each new iterator draws a seed from the global RNG, which would
     # shift dropout masks after a resume mid-epoch.
+    # Pinned batches on a GPU, so their copies to the device are asynchronous (`non_blocking` below).
     loader = DataLoader(features, batch_size=train.per_device_batch_size, sampler=sampler,
-                        collate_fn=partial(collate, pad_id=pad_id), generator=torch.Generator())
+                        collate_fn=partial(collate, pad_id=pad_id), generator=torch.Generator(),
+                        pin_memory=device.type == "cuda")
     per_epoch = steps_per_epoch(len(features), world_size, cfg)
     total_steps = min(train.epochs * per_epoch, train.max_steps or math.inf)
     optimizer = build_optimizer(model, cfg)
@@ -278,6 +297,39 @@ def run_training(
     model.train()
     unreported, last_report = [], time.perf_counter()
     save_every = train.save_every_steps
+    # On a GPU the loop reads each step's totals back one step late: the host then queues step s+1 (and
+    # copies its pinned batch) while the device still runs step s, instead of idling at a per-step sync.
+    # Steps that save a checkpoint or end an epoch are read at once. On a CPU every step is read at once.
+    deferred = defers_readback(device)
+    pending: list[_PendingStep] = []
+    settled_at = time.perf_counter()
+
+    def settle() -> None:
+        """Read back the pending step's totals (the loop's one host sync per step), then log and report it."""
+        nonlocal epoch_tokens, unreported, last_report, settled_at
+        taken = pending.pop()
+        loss_value, tokens, examples, report_due = taken.totals.tolist()
+        now = time.perf_counter()
+        seconds, settled_at = now - max(taken.started, settled_at), now
+        loss_value /= world_size
+        metrics = {"step": taken.step, "epoch": taken.epoch, "loss": loss_value, "learning_rate": taken.learning_rate,
+                   "tokens_per_s": tokens / seconds, "examples_per_s": examples / seconds}
+        log.step_losses.append(loss_value)
+        epoch_losses.append(loss_value)
+        epoch_tokens += tokens
+        if progress and rank == 0 and (taken.step % log_every == 0 or taken.step == total_steps):
+            # sys.stdout, not print: Ray Train patches print in workers and the line would show twice.
+            sys.stdout.write(f"step {taken.step}/{total_steps}  epoch {taken.epoch}  loss {loss_value:.4f}  "
+                             f"lr {taken.learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s\n")
+            sys.stdout.flush()
+        unreported.append(metrics)
+        if taken.checkpoint:
+            on_checkpoint(log, metrics, unreported, state(), f"step_{taken.step}")
+            unreported, last_report = [], time.perf_counter()
+        elif on_step and report_due:
+            on_step(unreported)
+            unreported, last_report = [], time.perf_counter()
+
     for epoch in range(step // per_epoch, math.ceil(total_steps / per_epoch)):
         sampler.set_epoch(epoch)
         done_in_epoch = step - epoch * per_epoch  # optimiser steps of this epoch already taken before a resume
@@ -288,21 +340,24 @@ def run_training(
         for index, group in enumerate(groups, start=done_in_epoch):
             step_start = time.perf_counter()
             # loss, input tokens (no padding), examples of this step on this worker, and whether rank 0
-            # wants to report; summed over workers below, so every worker reports at the same steps
+            # wants to report; summed over workers below, so every worker reports at the same steps.
+            # Filled on the device (a tensor built from host values would be a synchronous copy).
             report_due = rank == 0 and time.perf_counter() - last_report >= report_interval_s
-            totals = torch.tensor([0, 0, 0, float(report_due)], device=device, dtype=torch.float64)
-            for index, batch in enumerate(group):
-                batch = {key: value.to(device) for key, value in batch.items()}
+            totals = torch.zeros(4, device=device, dtype=torch.float64)
+            totals[3].fill_(float(report_due))
+            for micro, batch in enumerate(group):
+                batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
                 # Gradients are all-reduced once per optimiser step, on the last micro-batch only.
-                is_last = index == len(group) - 1
+                is_last = micro == len(group) - 1
                 wrapped = isinstance(model, (DistributedDataParallel, FullyShardedDataParallel))
                 sync = model.no_sync() if wrapped and not is_last else contextlib.nullcontext()
                 with sync:
                     with autocast():
                         loss = model(**batch).loss / len(group)
                     loss.backward()
+                examples_in_batch = torch.full((), len(batch["input_ids"]), device=device, dtype=torch.float64)
                 totals[:3] += torch.stack([loss.detach().double(), batch["attention_mask"].sum().double(),
-                                           torch.tensor(len(batch["input_ids"]), device=device, dtype=torch.float64)])
+                                           examples_in_batch])
             if train.max_grad_norm is not None:
                 if isinstance(model, FullyShardedDataParallel):  # the norm spans every shard
                     model.clip_grad_norm_(train.max_grad_norm)
@@ -315,27 +370,13 @@ def run_training(
             if distributed:
                 torch.distributed.all_reduce(totals)
             step += 1
-            seconds = time.perf_counter() - step_start
-            loss_value, tokens, examples, report_due = totals.tolist()
-            loss_value /= world_size
-            metrics = {"step": step, "epoch": epoch + 1, "loss": loss_value, "learning_rate": learning_rate,
-                       "tokens_per_s": tokens / seconds, "examples_per_s": examples / seconds}
-            log.step_losses.append(loss_value)
-            epoch_losses.append(loss_value)
-            epoch_tokens += tokens
-            if progress and rank == 0 and (step % log_every == 0 or step == total_steps):
-                # sys.stdout, not print: Ray Train patches print in workers and the line would show twice.
-                sys.stdout.write(f"step {step}/{total_steps}  epoch {epoch + 1}  loss {loss_value:.4f}  "
-                                 f"lr {learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s\n")
-                sys.stdout.flush()
-            unreported.append(metrics)
             epoch_ends = index + 1 == per_epoch or step == total_steps
-            if on_checkpoint and save_every and step % save_every == 0 and not epoch_ends:
-                on_checkpoint(log, metrics, unreported, state(), f"step_{step}")
-                unreported, last_report = [], time.perf_counter()
-            elif on_step and report_due:
-                on_step(unreported)
-                unreported, last_report = [], time.perf_counter()
+            checkpoint = bool(on_checkpoint and save_every and step % save_every == 0 and not epoch_ends)
+            if pending:  # the step before this one: finished on the device by now, or nearly
+                settle()
+            pending.append(_PendingStep(step, epoch + 1, learning_rate, step_start, totals, checkpoint))
+            if not deferred or checkpoint or epoch_ends:
+                settle()
             if step == total_steps:
                 break
         seconds = time.perf_counter() - epoch_start

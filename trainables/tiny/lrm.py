@@ -72,6 +72,10 @@ def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
     init_dir = directory / "init"
     build_tiny_model(tokenizer, seed=seed).save_pretrained(init_dir)
     tokenizer.save_pretrained(init_dir)
+    import ray
+
+    if not ray.is_initialized():  # without the dashboard: its polling takes CPU from training on a laptop
+        ray.init(include_dashboard=False)
     result = run_alignment(stage1_config(directory, init_dir, seed), progress=True)
     model_dir = directory / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
