@@ -68,6 +68,10 @@ def search_lines(spec: SweepSpec) -> list[str]:
                       for name, fields in param.bundles.items()]
         else:
             lines.append(f"  {path}: {param.kind} {list(param.bounds_or_choices(param.kind))}")
+    if spec.initial_points:
+        lines.append(f"tried first: {_count(len(spec.initial_points), 'initial point')}"
+                     + (", the rest sampled" if len(spec.initial_points) < spec.num_samples else ""))
+        lines += ["  " + ", ".join(f"{path}={value}" for path, value in point.items()) for point in spec.initial_points]
     if spec.sampler == "grid":
         values = grid_values(spec.search_space)
         points = list(itertools.product(*values.values()))

@@ -67,6 +67,7 @@ def build_searcher(spec: SweepSpec):
         metric=[o.name for o in spec.objectives],
         mode=[o.direction for o in spec.objectives],
         sampler=build_sampler(spec),
+        points_to_evaluate=[dict(point) for point in spec.initial_points] or None,
         # OptunaSearch takes a storage object, not a URL; it pickles with Tune's state, without its password.
         storage=CredentialFreeRDBStorage(spec.optuna.storage) if spec.optuna.storage else None,
         study_name=spec.study_name,

@@ -80,6 +80,18 @@ class ParamSpec(Strict):
     def kind(self) -> str:
         return next(kind for kind in PARAM_KINDS if self.bounds_or_choices(kind) is not None)
 
+    def rejects(self, value: Any) -> str | None:
+        """Return why `value` is not one this parameter can take (a reason for an error message), or None."""
+        if self.kind == "choice":
+            names = list(self.choice)
+            return None if any(value == v and type(value) is type(v) for v in names) else (
+                f"{value!r} is not one of its choices ({', '.join(map(repr, names))})")
+        low, high = self.bounds_or_choices(self.kind)
+        number = (int,) if self.kind == "int" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, number):
+            return f"{value!r} is not {'an integer' if self.kind == 'int' else 'a number'}"
+        return None if low <= value <= high else f"{value!r} is outside its {self.kind} range [{low}, {high}]"
+
     def extremes(self) -> list[Any]:
         """Return the values that bound what can be sampled: every choice (a bundle's name), or both ends of the range."""
         return list(self.bounds_or_choices(self.kind))
@@ -241,6 +253,14 @@ class SweepSpec(Strict):
     startup_trials: int | None = Field(None, ge=1, description="TPE: random trials before the model-based ones; "
                                        "null uses Optuna's 10.")
     num_samples: int = Field(8, ge=1, description="Trials to run (for grid: at most the number of grid points).")
+    initial_points: list[dict[str, Any]] = Field(default_factory=list, description="Points tried first, before "
+                                                 "the sampler proposes any (Tune's points_to_evaluate), e.g. "
+                                                 "[{data.size: 60, train.learning_rate: 2.0e-3}]: each maps "
+                                                 "searched paths to values inside their ranges (a bundle by its "
+                                                 "name); paths left out are sampled. With nsga2 they are part of "
+                                                 "the first generation; with fewer trials than points, the first "
+                                                 "num_samples are tried. Not with grid; [] drops them (needed "
+                                                 "when an override stops searching a path they set).")
     replicates: int = Field(1, ge=1, description="Training seeds per sampled point: each trial trains and scores "
                             "the point K times (train.seed, train.seed + 1, ...) and reports the mean of each reading "
                             "with a 95% Student-t interval across seeds (NAME_ci_low, NAME_ci_high); the front is "
@@ -293,6 +313,10 @@ class SweepSpec(Strict):
             if self.num_samples > grid:
                 raise ValueError(f"num_samples: {self.num_samples} trials asked for, but the grid has only {grid} "
                                  "points; lower num_samples or add values")
+        if self.initial_points:
+            if self.sampler == "grid":
+                raise ValueError("initial_points: the grid sampler tries every point itself; drop them "
+                                 "(initial_points=[]) or use nsga2 or tpe")
         return self
 
     @property
@@ -445,13 +469,32 @@ def check_search_space(spec: SweepSpec) -> None:
     for path, param in spec.search_space.items():
         for value in param.extremes():
             shown = f"bundle {value!r}" if param.bundles else f"value {value!r}"
-            data = base
-            for field, field_value in expand_point(spec.search_space, {path: value}).items():
-                data = set_path(data, field, field_value)
             try:
-                build(AlignConfig, data, source=f"(base with {path}={value!r})")
+                _build_point(spec, base, {path: value})
             except ConfigError as err:
                 raise ConfigError(f"search_space.{path}: the {shown} it can take is invalid: {err}") from None
+    for i, point in enumerate(spec.initial_points):
+        for path, value in point.items():
+            if path not in spec.search_space:
+                raise ConfigError(f"initial_points.{i}: {path} is not searched (searched: "
+                                  f"{', '.join(spec.search_space)}); fix the point, or drop the points with "
+                                  f"initial_points=[]")
+            problem = spec.search_space[path].rejects(value)
+            if problem:
+                raise ConfigError(f"initial_points.{i}.{path}: {problem}")
+        try:
+            _build_point(spec, base, point)
+        except ConfigError as err:
+            raise ConfigError(f"initial_points.{i}: {err}") from None
+
+
+def _build_point(spec: SweepSpec, base: dict[str, Any], point: dict[str, Any]) -> AlignConfig:
+    """Return the AlignConfig of the base with `point` applied; raise ConfigError when it is invalid."""
+    data = base
+    for field, value in expand_point(spec.search_space, point).items():
+        data = set_path(data, field, value)
+    shown = ", ".join(f"{path}={value!r}" for path, value in point.items())
+    return build(AlignConfig, data, source=f"(base with {shown})")
 
 
 def check_objectives(spec: SweepSpec) -> None:

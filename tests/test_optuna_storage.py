@@ -14,6 +14,7 @@ from sweeps.spec import TINY_SPEC, load_spec
 from trainables.schema import ConfigError
 
 SMALL_GRID = "search_space={data.size: {choice: [15, 30]}, train.epochs: {int: [1, 2]}}"
+NO_START = "initial_points=[]"  # the default sweep's points set fields this space does not search
 
 
 def spec_with(*overrides):
@@ -35,7 +36,7 @@ def test_a_tune_search_writes_its_study_to_sqlite(tmp_path, local_ray):
         tune.report({"harmful_score": float(config["data.size"]), "reasoning_accuracy": 10.0 * config["train.epochs"]})
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    spec = spec_with("name=stored", f"optuna.storage={storage}", "sampler=grid", "num_samples=4", SMALL_GRID)
+    spec = spec_with("name=stored", f"optuna.storage={storage}", "sampler=grid", "num_samples=4", SMALL_GRID, NO_START)
     tuner = tune.Tuner(
         fake_objectives,
         param_space=tune_param_space(spec.search_space),

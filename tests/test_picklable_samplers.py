@@ -13,7 +13,7 @@ from sweeps.spec import TINY_SPEC, load_spec
 def test_the_searcher_pickles_and_the_restored_one_keeps_suggesting(tmp_path, sampler):
     spec = load_spec(TINY_SPEC, [
         "name=pickled", f"optuna.storage=sqlite:///{tmp_path}/optuna.db", f"sampler={sampler}", "num_samples=4",
-        "search_space={data.size: {choice: [15, 30]}, train.epochs: {int: [1, 2]}}"])
+        "search_space={data.size: {choice: [15, 30]}, train.epochs: {int: [1, 2]}}", "initial_points=[]"])
     searcher = build_searcher(spec)
     searcher.set_search_properties(None, None, tune_param_space(spec.search_space))  # as the Tuner does
     first = searcher.suggest("trial-0")

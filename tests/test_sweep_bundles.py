@@ -31,7 +31,8 @@ def sources(tmp_path):
 def bundled(pairs, chain, *overrides, sizes="[4, 8]"):
     space = (f"search_space={{data: {{choice: {{refusals: {{path: {pairs}, format: pairs}}, "
              f"chain: {{path: {chain}, format: safechain}}}}}}, data.size: {{choice: {sizes}}}}}")
-    return load_spec(TINY_SPEC, ["base.reasoning_data=null", "base.data.selection=first", space, *overrides])
+    return load_spec(TINY_SPEC, ["base.reasoning_data=null", "base.data.selection=first", "initial_points=[]", space,
+                                 *overrides])
 
 
 def test_a_bundle_sets_its_fields_together_and_is_sampled_by_name(sources):

@@ -61,6 +61,7 @@ def test_a_tune_search_hands_each_trials_constraints_to_optuna(tmp_path, local_r
     storage = f"sqlite:///{tmp_path}/optuna.db"
     spec = spec_with("name=constrained", f"optuna.storage={storage}", "sampler=nsga2", "population_size=2",
                      "num_samples=4", "search_space={data.size: {choice: [15, 30]}, train.epochs: {int: [1, 2]}}",
+                     "initial_points=[]",
                      CONSTRAINTS)
     tuner = tune.Tuner(
         fake_objectives, param_space=tune_param_space(spec.search_space),

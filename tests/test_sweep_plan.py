@@ -130,7 +130,7 @@ def test_local_data_is_checked_and_a_too_small_file_is_named(capsys, tmp_path):
     rows.write_text("".join(json.dumps({"prompt": f"harmful request {i}", "response": "I cannot help with that."})
                             + "\n" for i in range(20)))
     local = [f"base.data.path={rows}", "base.data.format=pairs", "base.reasoning_data=null",
-             "search_space.reasoning_mix=null"]
+             "search_space.reasoning_mix=null", "initial_points=[]"]
     code, out, err = dry_run(capsys, *local, "search_space.data.size={choice: [10, 20]}")
     assert code == 0, err
     assert f"checked: data: the largest data the search can ask for loads ({rows})" in out

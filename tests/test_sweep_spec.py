@@ -38,6 +38,10 @@ def spec_with(*overrides):
     ("base.train.learning_rate=-1", "base.train.learning_rate"),
     ("evaluation.benchmarks=[tiny-arith, tiny-xstest]", "objectives: harmful_score needs a safety benchmark"),
     ("bogus=1", "bogus: unknown key"),
+    ("initial_points=[{data.size: 45}]", r"initial_points.0.data.size: 45 is not one of its choices"),
+    ("initial_points=[{train.learning_rate: 0.5}]", r"initial_points.0.train.learning_rate: 0.5 is outside"),
+    ("initial_points=[{train.epochs: 2.5}]", "initial_points.0.train.epochs: 2.5 is not an integer"),
+    ("initial_points=[{lora.r: 4}]", "initial_points.0: lora.r is not searched"),
 ])
 def test_bad_specs_name_the_field(override, named):
     with pytest.raises(ConfigError) as err:
@@ -46,14 +50,29 @@ def test_bad_specs_name_the_field(override, named):
 
 
 def test_a_grid_cannot_ask_for_more_trials_than_points():
-    grid = ["sampler=grid", "search_space={data.size: {choice: [8, 24]}, train.epochs: {int: [1, 3]}}"]
+    grid = ["sampler=grid", "initial_points=[]", "search_space={data.size: {choice: [8, 24]}, train.epochs: {int: [1, 3]}}"]
     assert spec_with(*grid, "num_samples=6").sampler == "grid"
     with pytest.raises(ConfigError, match="num_samples: 7 trials asked for, but the grid has only 6"):
         spec_with(*grid, "num_samples=7")
 
 
+def test_initial_points_reach_optuna_first_and_a_grid_refuses_them():
+    from sweeps.search_space import build_searcher
+
+    spec = spec_with()
+    assert spec.initial_points[2] == {"data.size": 60, "train.learning_rate": 2.0e-3, "train.epochs": 4,
+                                      "reasoning_mix": 0.35}
+    assert build_searcher(spec)._points_to_evaluate == spec.initial_points
+    assert spec_with("num_samples=2").num_samples == 2  # fewer trials than points: the first ones are tried
+    with pytest.raises(ConfigError, match=r"initial_points: the grid sampler tries every point itself"):
+        spec_with("sampler=grid", "num_samples=2", "search_space={data.size: {choice: [15, 60]}}",
+                  "initial_points=[{data.size: 60}]")
+    with pytest.raises(ConfigError, match=r"initial_points.0: reasoning_mix is not searched .* initial_points=\[\]"):
+        spec_with("search_space.reasoning_mix=null")
+
+
 def test_overrides_merge_into_dotted_search_space_keys():
-    spec = spec_with("search_space.train.epochs.int=[1, 2]", "search_space.reasoning_mix=null",
+    spec = spec_with("search_space.train.epochs.int=[1, 2]", "search_space.reasoning_mix=null", "initial_points=[]",
                      "search_space.lora.r={choice: [4, 8]}")
     assert spec.search_space["train.epochs"].int_range == (1, 2)
     assert "reasoning_mix" not in spec.search_space
@@ -121,7 +140,7 @@ def test_samplers_are_seeded():
     assert isinstance(nsga, optuna.samplers.NSGAIISampler)
     tpe = build_sampler(spec_with("sampler=tpe", "startup_trials=3"))
     assert isinstance(tpe, optuna.samplers.TPESampler)
-    grid_spec = spec_with("sampler=grid", "num_samples=3", "search_space={train.epochs: {int: [1, 3]}}")
+    grid_spec = spec_with("sampler=grid", "initial_points=[]", "num_samples=3", "search_space={train.epochs: {int: [1, 3]}}")
     grid = build_sampler(grid_spec)
     assert isinstance(grid, optuna.samplers.GridSampler)
 
