@@ -95,3 +95,26 @@ def test_a_single_worker_run_leaves_torch_out_of_ray_trains_controller():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_run_settings_choose_the_poll_interval_by_length_keep_the_users_and_leave_nothing_behind(monkeypatch):
+    from trainables import ray_backend
+
+    for name in (ray_backend.POLL_INTERVAL_ENV, ray_backend.PREEMPTION_WATCHER_ENV):
+        monkeypatch.delenv(name, raising=False)
+    import os
+
+    with ray_backend.run_settings(total_steps=40) as interval:
+        assert interval == ray_backend.FAST_POLL_S
+        assert os.environ[ray_backend.POLL_INTERVAL_ENV] == str(ray_backend.FAST_POLL_S)
+        assert os.environ[ray_backend.PREEMPTION_WATCHER_ENV] == "0"
+    with ray_backend.run_settings(total_steps=800) as interval:
+        assert interval == ray_backend.SLOW_POLL_S
+    # Nothing leaks into the next run, or into processes Ray starts later.
+    assert ray_backend.POLL_INTERVAL_ENV not in os.environ and ray_backend.PREEMPTION_WATCHER_ENV not in os.environ
+
+    monkeypatch.setenv(ray_backend.POLL_INTERVAL_ENV, "0.5")  # the user's choice wins, and stays
+    monkeypatch.setenv(ray_backend.PREEMPTION_WATCHER_ENV, "1")
+    with ray_backend.run_settings(total_steps=40) as interval:
+        assert interval == 0.5 and os.environ[ray_backend.PREEMPTION_WATCHER_ENV] == "1"
+    assert os.environ[ray_backend.POLL_INTERVAL_ENV] == "0.5"
