@@ -255,7 +255,10 @@ def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
         trainable,
         param_space=tune_param_space(spec.search_space),
         tune_config=tune.TuneConfig(search_alg=build_searcher(spec), num_samples=spec.num_samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials),
+                                    max_concurrent_trials=spec.max_concurrent_trials,
+                                    # A finished trial's process runs the next trial: its imports (torch, MLflow,
+                                    # the evaluators) are paid once per slot, not once per trial.
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=spec.storage_path, verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
