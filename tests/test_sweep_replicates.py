@@ -7,18 +7,12 @@ import yaml
 
 from sweeps import tracking
 from sweeps.plan import render_plan
-from sweeps.replicates import combine_readings, t_interval
+from evaluators.stats import t_interval
+from sweeps.replicates import combine_readings
 from sweeps.runner import run_sweep
 from sweeps.spec import TINY_SPEC, load_spec
 from sweeps.trial import replicate_configs, trial_config
 from test_sweep_run import random_model_spec, store_overrides, tiny_assets  # noqa: F401 (a fixture)
-
-
-def test_t_interval_matches_the_textbook_values():
-    mean, low, high = t_interval([10.0, 20.0, 30.0])  # sd 10, n 3: half-width t(0.975, 2) * 10 / sqrt(3)
-    assert mean == 20.0 and high - mean == pytest.approx(4.303 * 10 / 3 ** 0.5, rel=1e-4)
-    assert low == pytest.approx(2 * mean - high)
-    assert t_interval([5.0, 5.0]) == (5.0, 5.0, 5.0)
 
 
 def test_readings_combine_into_means_intervals_and_per_seed_values():
@@ -26,10 +20,25 @@ def test_readings_combine_into_means_intervals_and_per_seed_values():
                 {"harmful_score": 10.0, "reasoning_accuracy": 70.0, "tiny-arith/accuracy": 70.0}]
     out = combine_readings(readings, ("harmful_score", "reasoning_accuracy"))
     assert out["harmful_score"] == 5.0 and out["reasoning_accuracy"] == 60.0 and out["tiny-arith/accuracy"] == 60.0
-    assert out["harmful_score_ci_low"] < 0 < 10 < out["harmful_score_ci_high"]  # two seeds: a wide interval
+    # Two seeds: the t interval is wide (5 +- 63.5), and a percentage's interval stays inside [0, 100].
+    _, _, t_high = t_interval([0.0, 10.0])
+    assert out["harmful_score_ci_low"] == 0.0 and out["harmful_score_ci_high"] == pytest.approx(t_high)
     assert "tiny-arith/accuracy_ci_low" not in out
     assert (out["seed0/harmful_score"], out["seed1/harmful_score"], out["replicates"]) == (0.0, 10.0, 2.0)
     assert combine_readings(readings[:1], ("harmful_score",)) == readings[0]  # one seed: its reading as it is
+
+
+def test_seeds_that_agree_keep_the_uncertainty_of_their_evaluations():
+    # Three seeds each reading 0 of 24 prompts: no spread, but each reading is only known to 0.0-13.8.
+    zero = {"harmful_score": 0.0, "harmful_score_ci_low": 0.0, "harmful_score_ci_high": 13.8}
+    out = combine_readings([zero, zero, zero], ("harmful_score",))
+    assert (out["harmful_score"], out["harmful_score_ci_low"]) == (0.0, 0.0)
+    assert out["harmful_score_ci_high"] == pytest.approx(13.8)
+    # Where the seeds spread more than one evaluation's interval, the t interval is the wider one.
+    spread = [{"harmful_score": v, "harmful_score_ci_low": v - 2, "harmful_score_ci_high": v + 2} for v in (40, 50, 60)]
+    _, t_low, t_high = t_interval([40.0, 50.0, 60.0])  # 50 +- 24.8
+    out = combine_readings(spread, ("harmful_score",))
+    assert (out["harmful_score_ci_low"], out["harmful_score_ci_high"]) == (pytest.approx(t_low), pytest.approx(t_high))
 
 
 def test_replicates_train_with_consecutive_seeds_and_the_dry_run_counts_them():
