@@ -60,8 +60,8 @@ def test_initial_points_reach_optuna_first_and_a_grid_refuses_them():
     from sweeps.search_space import build_searcher
 
     spec = spec_with()
-    assert spec.initial_points[2] == {"data.size": 60, "train.learning_rate": 2.0e-3, "train.epochs": 4,
-                                      "reasoning_mix": 0.35}
+    assert spec.initial_points[3] == {"data.size": 60, "train.learning_rate": 2.0e-3, "train.epochs": 4,
+                                      "reasoning_mix": 0.3}
     assert build_searcher(spec)._points_to_evaluate == spec.initial_points
     assert spec_with("num_samples=2").num_samples == 2  # fewer trials than points: the first ones are tried
     with pytest.raises(ConfigError, match=r"initial_points: the grid sampler tries every point itself"):
