@@ -51,7 +51,7 @@ def run_once(cfg, setting: str) -> dict:
     if setting == "Ray defaults":
         os.environ[ray_backend.POLL_INTERVAL_ENV] = "2.0"
         os.environ[ray_backend.PREEMPTION_WATCHER_ENV] = "1"
-        ray_backend.backend_config = lambda num_workers, preload=(): TorchConfig()
+        ray_backend.backend_config = lambda num_workers: TorchConfig()
     else:
         os.environ.pop(ray_backend.POLL_INTERVAL_ENV, None)
         os.environ.pop(ray_backend.PREEMPTION_WATCHER_ENV, None)

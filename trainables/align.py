@@ -73,11 +73,6 @@ def prepare_run(cfg: AlignConfig) -> PreparedRun:
     return PreparedRun(model_path, features, tokenizer.pad_token_id)
 
 
-def worker_modules(cfg: AlignConfig) -> tuple[str, ...]:
-    """Return the modules a worker's loop imports, heaviest first (see trainables.ray_backend's preloading)."""
-    return ("trainables.sft", "transformers.modeling_utils", *(("peft",) if cfg.finetune == "lora" else ()))
-
-
 def unique_run_name(name: str) -> str:
     """Return `name` with a timestamp and a random suffix: a run of its own, never one resumed from storage."""
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -117,7 +112,7 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
             # run context), and unpickling the config and data imports this module's torch; workers fetch it.
             train_loop_config={"job": ray.put({"cfg": cfg, "run": run, "progress": progress,
                                                "report_interval_s": max(poll_interval_s, MIN_REPORT_INTERVAL_S)})},
-            torch_config=ray_backend.backend_config(cfg.scaling.num_workers, preload=worker_modules(cfg)),
+            torch_config=ray_backend.backend_config(cfg.scaling.num_workers),
             scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                          resources_per_worker=cfg.scaling.resources_per_worker),
             # Ray Train logs every report at INFO; the workers print their own progress instead.
@@ -178,9 +173,6 @@ def _cpu_threads() -> int:
 def _train_worker(config: dict) -> None:
     """Ray Train's per-worker loop: load, wrap for data parallelism, train, report and save."""
     started_at = time.time()
-    from trainables import ray_backend
-
-    ray_backend.wait_for_preload()
     import ray.train
     import torch
     from ray.train import Checkpoint

@@ -60,58 +60,27 @@ def run_settings(total_steps: int):
                 os.environ.pop(name, None)
 
 
-def backend_config(num_workers: int, preload: tuple[str, ...] = ()) -> BackendConfig:
-    """Return the Train backend config for `num_workers` workers: torch-free for one, Ray's TorchConfig for more.
-
-    `preload` names modules a single worker starts importing in the background as soon as it is up, while
-    the controller is still starting the run's other actors; the training loop then finds them loaded.
-    """
+def backend_config(num_workers: int) -> BackendConfig:
+    """Return the Train backend config for `num_workers` workers: torch-free for one, Ray's TorchConfig for more."""
     if num_workers == 1:
-        return SingleWorkerConfig(preload=tuple(preload))
+        return SingleWorkerConfig()
     from ray.train.torch import TorchConfig
 
     return TorchConfig()
 
 
-def _start_worker(preload: tuple[str, ...]) -> None:
-    """Set the torchrun variables (RANK, LOCAL_RANK, ...) as Ray's torch backend does, and start preloading.
+def _set_worker_env() -> None:
+    """Set the torchrun variables (RANK, LOCAL_RANK, ...) as Ray's torch backend does.
 
-    No torch here: importing it is the preload thread's work. Ray's backend also sets
-    ACCELERATE_TORCH_DEVICE, which needs torch; `_CudaDeviceContext` sets it when the loop starts.
+    Ray's backend also sets ACCELERATE_TORCH_DEVICE, which needs torch; `_CudaDeviceContext` sets it when
+    the loop starts, where torch is imported anyway.
     """
-    import importlib
-    import threading
-
     import ray.train
 
     context = ray.train.get_context()
     os.environ.update(LOCAL_RANK=str(context.get_local_rank()), LOCAL_WORLD_SIZE=str(context.get_local_world_size()),
                       NODE_RANK=str(context.get_node_rank()), RANK=str(context.get_world_rank()),
                       WORLD_SIZE=str(context.get_world_size()))
-
-    def load() -> None:
-        for name in preload:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the loop imports it again and reports the error there
-                return
-
-    global _preloading
-    _preloading = threading.Thread(target=load, name="safetytax-preload", daemon=True)
-    _preloading.start()
-
-
-_preloading = None  # the worker's preload thread, once `_start_worker` has started it
-
-
-def wait_for_preload() -> None:
-    """Return once the worker's preloading is done; call it before the loop imports anything.
-
-    transformers' lazy module is not safe to import from two threads at once, so the loop waits for the
-    preload thread rather than racing it (the overlap that matters is with the controller's start-up).
-    """
-    if _preloading is not None:
-        _preloading.join()
 
 
 class _CudaDeviceContext:
@@ -136,7 +105,7 @@ class _SingleWorkerBackend(Backend):
     share_cuda_visible_devices = True
 
     def on_start(self, worker_group, backend_config) -> None:
-        worker_group.execute(_start_worker, backend_config.preload)
+        worker_group.execute(_set_worker_env)
 
 
 @dataclass
@@ -144,7 +113,6 @@ class SingleWorkerConfig(BackendConfig):
     """Backend config of a one-worker run; `backend` is there because TorchTrainer reads and sets it."""
 
     backend: str | None = None
-    preload: tuple[str, ...] = ()  # modules the worker imports in the background once it is up
 
     @property
     def backend_cls(self):
