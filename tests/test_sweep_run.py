@@ -146,6 +146,32 @@ def test_three_trial_sweep_on_the_tiny_lrm(tmp_path, monkeypatch):
         run_sweep(spec, verbose=0)
 
 
+def test_two_runs_of_the_same_sweep_record_identical_trials(tmp_path, tiny_assets, tiny_model_dir, monkeypatch):
+    """Seeded search, data order and training: a rerun samples the same points, trains to the same losses and reads
+    the same objectives (speed work must never change a reading). NSGA-II's second generation depends on the
+    first one's readings, so the third trial checks those too."""
+    data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3, max_concurrent_trials=2)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
+
+    def run(folder: Path) -> list[tuple]:
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        outcome = run_sweep(load_spec(tmp_path / "sweep.yaml", store_overrides(folder, "repeat-test")), verbose=0)
+        assert outcome.finished
+        client = tracking.client(outcome.tracking_uri)
+        trials = []
+        for trial in outcome.trials:
+            losses = [m.value for m in sorted(client.get_metric_history(trial["run_id"], "train_loss"),
+                                              key=lambda m: m.step)]
+            readings = {k: trial[k] for k in ("harmful_score", "reasoning_accuracy")}
+            trials.append((json.dumps(trial["params"], sort_keys=True), json.dumps(readings, sort_keys=True), losses))
+        return sorted(trials)
+
+    first, second = run(tmp_path / "first"), run(tmp_path / "second")
+    assert len(first) == 3 and all(losses for _, _, losses in first)
+    assert second == first
+
+
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_assets, tiny_model_dir, monkeypatch):
     # A model folder with a config.json passes the schema, but nothing in it loads: the trial fails at run time.
     broken = tmp_path / "broken-model"
