@@ -481,7 +481,8 @@ def check_search_space(spec: SweepSpec) -> None:
                                   f"initial_points=[]")
             problem = spec.search_space[path].rejects(value)
             if problem:
-                raise ConfigError(f"initial_points.{i}.{path}: {problem}")
+                raise ConfigError(f"initial_points.{i}.{path}: {problem}; fix the point, or drop the points "
+                                  f"with initial_points=[] when the search space was narrowed")
         try:
             _build_point(spec, base, point)
         except ConfigError as err:
