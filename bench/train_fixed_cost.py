@@ -70,8 +70,10 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
+    from trainables.local_ray import init_local_ray
+
     print(f"load average at start: {os.getloadavg()}", flush=True)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    init_local_ray(num_cpus=2, logging_level=logging.WARNING)
     settings = ["Ray defaults", "project"]
     results = []
     with tempfile.TemporaryDirectory() as tmp:

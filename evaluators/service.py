@@ -42,6 +42,7 @@ from evaluators.judges import get_judge, judge_entry
 from evaluators.metrics import SCORING_VERSION
 from evaluators.runner import EvalResult, run_benchmark
 from evaluators.served_judges import JudgeServer, ServedJudge, guard_requests
+from trainables.local_ray import init_local_ray
 from trainables.locations import is_bucket, resolve_model
 
 
@@ -98,7 +99,7 @@ class EvaluatorService:
             return
         base_source = self._resolve(self.base_model)
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            init_local_ray(logging_level=logging.WARNING)
             self._owns_ray = True
         try:
             serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})

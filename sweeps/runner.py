@@ -25,6 +25,7 @@ from sweeps.report import SweepLayout, base_point, describe_sweep, record_front,
 from sweeps.search_space import apply_point, build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
 from sweeps.spec import SweepSpec
 from sweeps.trial import RECORDED_FLAG, TrialContext, result_metrics, run_trial
+from trainables.local_ray import init_local_ray
 from trainables.schema import ConfigError
 
 # Save Tune's experiment state at least this often (seconds), so a killed driver loses almost nothing.
@@ -288,7 +289,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
         service = EvaluatorService(spec.evaluation, spec.base.model)  # reads every benchmark's data: seconds
         check_data(spec)
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, configure_logging=False)
+            init_local_ray(configure_logging=False)
         service.start()
 
         client = tracking.client(tracking_uri)

@@ -74,8 +74,10 @@ def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
     tokenizer.save_pretrained(init_dir)
     import ray
 
-    if not ray.is_initialized():  # without the dashboard: its polling takes CPU from training on a laptop
-        ray.init(include_dashboard=False)
+    from trainables.local_ray import init_local_ray
+
+    if not ray.is_initialized():
+        init_local_ray()
     result = run_alignment(stage1_config(directory, init_dir, seed), progress=True)
     model_dir = directory / "model"
     shutil.rmtree(model_dir, ignore_errors=True)

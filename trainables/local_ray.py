@@ -1,0 +1,42 @@
+"""The Ray session a command starts on this machine when none is running: no dashboard, and quiet about it.
+
+The dashboard's polling takes CPU from training on a laptop, so a command that starts its own Ray leaves
+it out. Ray's state API is served by the dashboard, though, and each Ray Train run starts a placement-group
+cleaner that asks that API every second whether the run's controller is still alive. Without the
+dashboard every ask fails and logs a warning (about 160 lines over the tiny LRM build). The cleaner exists
+to free a dead controller's resources on a long-lived cluster; a local session ends with its command and
+frees everything then. So the session installs a setup hook in every worker that drops that one warning,
+and nothing else.
+
+This module is imported in every worker process of such a session: it must stay free of heavy imports.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+UNREACHABLE_STATE_API = "Failed to query Ray Train Controller actor state"
+SETUP_HOOK = f"{__name__}.drop_unreachable_state_api_warnings"
+
+
+class _DropUnreachableStateApi(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(UNREACHABLE_STATE_API)
+
+
+def drop_unreachable_state_api_warnings() -> None:
+    """Ray's worker setup hook: the placement-group cleaner's logger drops its "state API unavailable" warning."""
+    logging.getLogger(CLEANER_LOGGER).addFilter(_DropUnreachableStateApi())
+
+
+def init_local_ray(**kwargs: Any) -> None:
+    """`ray.init` without the dashboard, for a command that starts its own session; kwargs go to `ray.init`.
+
+    Where a cluster is already running (RAY_ADDRESS, or `ray start` on this node), `ray.init` joins it,
+    dashboard and all, and the hook is harmless there.
+    """
+    import ray
+
+    ray.init(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
