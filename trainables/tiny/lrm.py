@@ -76,9 +76,16 @@ def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
 
     from trainables.local_ray import init_local_ray
 
-    if not ray.is_initialized():
+    # A session started here is ended here: the caller (an entry point, before its own Ray starts, or a
+    # test) finds Ray as it left it.
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
         init_local_ray()
-    result = run_alignment(stage1_config(directory, init_dir, seed), progress=True)
+    try:
+        result = run_alignment(stage1_config(directory, init_dir, seed), progress=True)
+    finally:
+        if owns_ray:
+            ray.shutdown()
     model_dir = directory / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     shutil.copytree(result.checkpoint_dir, model_dir)
