@@ -313,10 +313,9 @@ class SweepSpec(Strict):
             if self.num_samples > grid:
                 raise ValueError(f"num_samples: {self.num_samples} trials asked for, but the grid has only {grid} "
                                  "points; lower num_samples or add values")
-        if self.initial_points:
-            if self.sampler == "grid":
-                raise ValueError("initial_points: the grid sampler tries every point itself; drop them "
-                                 "(initial_points=[]) or use nsga2 or tpe")
+        if self.initial_points and self.sampler == "grid":
+            raise ValueError("initial_points: the grid sampler tries every point itself; drop them "
+                             "(initial_points=[]) or use nsga2 or tpe")
         return self
 
     @property

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from evaluators.stats import t_interval
 from sweeps import tracking
 from sweeps.plan import render_plan
-from evaluators.stats import t_interval
 from sweeps.replicates import combine_readings
 from sweeps.runner import run_sweep
 from sweeps.spec import TINY_SPEC, load_spec

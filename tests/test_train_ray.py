@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -102,8 +103,6 @@ def test_run_settings_choose_the_poll_interval_by_length_keep_the_users_and_leav
 
     for name in (ray_backend.POLL_INTERVAL_ENV, ray_backend.PREEMPTION_WATCHER_ENV):
         monkeypatch.delenv(name, raising=False)
-    import os
-
     with ray_backend.run_settings(total_steps=40) as interval:
         assert interval == ray_backend.FAST_POLL_S
         assert os.environ[ray_backend.POLL_INTERVAL_ENV] == str(ray_backend.FAST_POLL_S)
