@@ -2,12 +2,14 @@
 
     python bench/train_fixed_cost.py [--repeats 2]
 
-Both settings run in one Ray session, alternating, after one warm-up run each, on a random tiny Qwen2
+All settings run in one Ray session, alternating, after one warm-up run each, on a random tiny Qwen2
 (one LoRA step, so the run is nearly all fixed cost). "Ray defaults" is Ray Train as it comes: the
 controller polling every 2 s, the preemption watcher on, and Ray's TorchConfig (a gloo process group for
-the single worker, and torch imported by the controller). "project" is what `run_alignment` does
-(`trainables/ray_backend.py`). Each run's phases come from `AlignmentResult.phase_seconds`.
-Results go in docs/benchmarks.md; state the load average (printed) with them.
+the single worker, and torch imported by the controller). "project" is what `run_alignment` does with one
+worker (`trainables/ray_backend.py`). "local mode" is `scaling.num_workers: 0` (the tiny sweeps): the loop
+runs in this process, as it runs in a sweep's trial process, which Tune keeps from trial to trial; its
+warm-up run, which pays the imports, is printed too. Each run's phases come from
+`AlignmentResult.phase_seconds`. Results go in docs/benchmarks.md; state the load average (printed) with them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def run_once(cfg, setting: str) -> dict:
 
     from trainables import align, ray_backend
 
+    if setting == "local mode":
+        cfg = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": 0})})
     original = ray_backend.backend_config
     if setting == "Ray defaults":
         os.environ[ray_backend.POLL_INTERVAL_ENV] = "2.0"
@@ -74,12 +78,13 @@ def main() -> None:
 
     print(f"load average at start: {os.getloadavg()}", flush=True)
     init_local_ray(num_cpus=2, logging_level=logging.WARNING)
-    settings = ["Ray defaults", "project"]
+    settings = ["Ray defaults", "project", "local mode"]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build_config(Path(tmp))
         for setting in settings:
-            run_once(cfg, setting)  # warm-up: first imports, first actors
+            warm_up = run_once(cfg, setting)  # first imports, first actors
+            print(json.dumps({**warm_up, "setting": f"{setting} (warm-up)"}), flush=True)
         for index in range(args.repeats):
             for setting in settings:
                 row = run_once(cfg, setting)

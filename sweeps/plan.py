@@ -88,12 +88,26 @@ def train_resources(cfg: AlignConfig) -> dict[str, float]:
     """Return what one Train worker reserves, as Ray Train reads `scaling` (defaults included); ConfigError if it can't."""
     from ray.train import ScalingConfig  # a plain dataclass: nothing starts
 
+    workers = cfg.scaling.world_size  # local mode: the one process that trains reserves a worker's share
     try:
-        scaling = ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+        scaling = ScalingConfig(num_workers=workers, use_gpu=cfg.scaling.use_gpu,
                                 resources_per_worker=cfg.scaling.resources_per_worker)
     except ValueError as err:
         raise ConfigError(f"base.scaling: {err}") from None
-    return {name: total / cfg.scaling.num_workers for name, total in scaling.total_resources.items()}
+    return {name: total / workers for name, total in scaling.total_resources.items()}
+
+
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    """Return what a trial's own process reserves: resources_per_trial, plus a worker's share when it trains itself.
+
+    In local mode (base.scaling.num_workers: 0) Ray Train runs the loop in the trial's process, so the
+    trial holds the CPUs its training uses; otherwise Train's workers reserve their own.
+    """
+    total = dict(spec.resources_per_trial)
+    if spec.base.scaling.local_mode:
+        for name, amount in train_resources(spec.base).items():
+            total[name] = total.get(name, 0.0) + amount
+    return total
 
 
 def training_memory(cfg: AlignConfig) -> str:
@@ -147,10 +161,15 @@ def resource_lines(spec: SweepSpec) -> list[str]:
     train_gpus = workers * per_worker.get("GPU", 0)
     how = [cfg.finetune + " fine-tuning", *(["FSDP"] if cfg.train.fsdp else []),
            *(["gradient checkpointing"] if cfg.train.gradient_checkpointing else [])]
-    lines = [f"trial driver: {_amounts(spec.resources_per_trial)} (it only coordinates)",
-             f"train workers: {workers} x {_amounts(per_worker)} = {_count(train_gpus, 'GPU')}, "
-             f"{_count(workers * per_worker.get('CPU', 0), 'CPU')}; {', '.join(how)}",
-             f"training memory: {training_memory(cfg)}"]
+    if cfg.scaling.local_mode:
+        lines = [f"trial driver: {_amounts(trial_resources(spec))} (it trains in its own process: Ray Train's "
+                 f"local mode, {', '.join(how)})",
+                 "train workers: none (base.scaling.num_workers: 0)"]
+    else:
+        lines = [f"trial driver: {_amounts(spec.resources_per_trial)} (it only coordinates)",
+                 f"train workers: {workers} x {_amounts(per_worker)} = {_count(train_gpus, 'GPU')}, "
+                 f"{_count(workers * per_worker.get('CPU', 0), 'CPU')}; {', '.join(how)}"]
+    lines.append(f"training memory: {training_memory(cfg)}")
 
     replica_gpus = generator_gpus(evaluation)
     base_gpus = evaluation.num_replicas * replica_gpus
@@ -333,8 +352,11 @@ def cluster_lines(spec: SweepSpec, path: str | Path) -> list[str]:
     cluster = read_cluster(path)
     types = node_type_resources(cluster)
     head = cluster["head_node_type"]
-    demands = [("trial driver", "resources_per_trial", spec.resources_per_trial, 1),
-               ("train worker", "base.scaling", train_resources(spec.base), spec.base.scaling.num_workers),
+    local = spec.base.scaling.local_mode  # the trial trains itself: it holds both requests
+    demands = [("trial driver", "resources_per_trial + base.scaling.resources_per_worker (local mode)" if local
+                else "resources_per_trial", trial_resources(spec), 1),
+               *([] if local else [
+                   ("train worker", "base.scaling", train_resources(spec.base), spec.base.scaling.num_workers)]),
                ("evaluator replica", "evaluation", evaluator_demand(spec.evaluation), spec.evaluation.num_replicas)]
     lines, scaled = [], []
     for what, field, demand, count in demands:

@@ -19,6 +19,7 @@ import yaml
 from ray import tune
 
 from sweeps import tracking
+from sweeps.plan import trial_resources
 from sweeps.ray_secrets import stop_tune_copying_credentials
 from sweeps.readings import format_reading
 from sweeps.report import SweepLayout, base_point, describe_sweep, record_front, tag_experiment, trial_records
@@ -244,7 +245,7 @@ def extend_num_samples(experiment_path: str, num_samples: int) -> int | None:
 
 def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
     stop_tune_copying_credentials()  # else Ray's runtime_env_agent.log holds the AWS secret
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), spec.resources_per_trial)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
     if resume:
         old = extend_num_samples(spec.experiment_path, spec.num_samples)
         if old is not None:

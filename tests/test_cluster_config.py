@@ -182,7 +182,7 @@ def test_the_twin_opens_with_its_command():
 
 # ---- `safetytax sweep --dry-run --cluster` ----------------------------------------------------------------
 
-ON_THE_TWIN = ["base.scaling.resources_per_worker={CPU: 1, gpu8_h100: 1}",
+ON_THE_TWIN = ["base.scaling.num_workers=1", "base.scaling.resources_per_worker={CPU: 1, gpu8_h100: 1}",
                "evaluation.resources_per_replica={gpu1_h100: 1}",
                'resources_per_trial={CPU: 0, memory: 536870912, "node:__internal_head__": 0.001}']
 
@@ -203,6 +203,19 @@ def test_the_dry_run_names_the_node_types_the_trials_scale_up(capsys):
     assert "scaled up from zero when trials ask: gpu8_h100, gpu1_h100\n" in section
 
 
+def test_in_local_mode_the_trial_reserves_what_its_training_needs(capsys):
+    # tiny.yaml trains in the trial's own process (num_workers: 0): no Train worker to place, and the trial
+    # goes where its training's resources are.
+    code, out = dry_run(capsys, "base.scaling.resources_per_worker={CPU: 1, gpu8_h100: 1}", "--dry-run",
+                        "--cluster", str(TWIN_YAML))
+    assert code == 0, out
+    assert "trial driver: {CPU: 1, memory: 512 MiB, gpu8_h100: 1} (it trains in its own process: Ray Train's " \
+           "local mode, lora fine-tuning)\ntrain workers: none" in out.replace("\n  ", "\n")
+    section = out[out.index("Cluster ("):out.index("Checks")]
+    assert "trial driver {CPU: 1, memory: 512 MiB, gpu8_h100: 1}: gpu8_h100 (0 at start, up to 2)" in section
+    assert "train worker" not in section
+
+
 def test_the_dry_run_reads_gpus_from_aws_instance_types(capsys):
     code, out = dry_run(capsys, "base.scaling.num_workers=8", "base.scaling.use_gpu=true",
                         "base.scaling.resources_per_worker={CPU: 4, GPU: 1}", "--dry-run", "--cluster",
@@ -213,11 +226,17 @@ def test_the_dry_run_reads_gpus_from_aws_instance_types(capsys):
     assert "evaluator replica {CPU: 0, GPU: 0}: ray.head.default while it has room" in out
 
 
-def test_a_request_no_node_type_can_hold_fails_naming_the_field(capsys):
-    code, out = dry_run(capsys, "base.scaling.resources_per_worker={CPU: 1, gpu4_a100: 1}", "--dry-run",
-                        "--cluster", str(TWIN_YAML))
+@pytest.mark.parametrize(("workers", "field"), [
+    ("1", "base.scaling"),
+    # tiny.yaml's own local mode: the trial trains, so its request holds the worker's.
+    ("0", "resources_per_trial + base.scaling.resources_per_worker (local mode)"),
+])
+def test_a_request_no_node_type_can_hold_fails_naming_the_field(capsys, workers, field):
+    code, out = dry_run(capsys, f"base.scaling.num_workers={workers}",
+                        "base.scaling.resources_per_worker={CPU: 1, gpu4_a100: 1}", "--dry-run", "--cluster",
+                        str(TWIN_YAML))
     assert code == 2
-    assert "base.scaling: no node type in" in out and "gpu4_a100" in out
+    assert f"{field}: no node type in" in out and "gpu4_a100" in out
 
 
 @pytest.mark.parametrize(("args", "error"), [

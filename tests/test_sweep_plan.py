@@ -46,8 +46,12 @@ def test_every_shipped_sweep_prints_its_plan_without_starting_anything(path, cap
     for searched in spec.search_space:
         assert f"  {searched}: " in out
     train_gpus = spec.base.scaling.num_workers * (1 if spec.base.scaling.use_gpu else 0)
-    assert f"train workers: {spec.base.scaling.num_workers} x " in out
-    assert f"= {train_gpus:g} GPU" in out
+    if spec.base.scaling.local_mode:  # the tiny sweeps: each trial trains in its own process
+        assert "(it trains in its own process: Ray Train's local mode" in out
+        assert "train workers: none (base.scaling.num_workers: 0)" in out
+    else:
+        assert f"train workers: {spec.base.scaling.num_workers} x " in out
+        assert f"= {train_gpus:g} GPU" in out
     assert "GPUs:" in out and "not checked: " in out
     assert not ray.is_initialized()
     assert list(tmp_path.iterdir()) == []  # no MLflow store, Tune folder or Optuna database was created
@@ -140,8 +144,11 @@ def test_local_data_is_checked_and_a_too_small_file_is_named(capsys, tmp_path):
 
 
 def test_bad_input_fails_the_dry_run_as_it_would_fail_the_sweep(capsys):
-    code, _, err = dry_run(capsys, "base.scaling.resources_per_worker={CPU: 1, GPU: 1}")  # GPUs without use_gpu
+    code, _, err = dry_run(capsys, "base.scaling.num_workers=1",
+                           "base.scaling.resources_per_worker={CPU: 1, GPU: 1}")  # GPUs without use_gpu
     assert code == 2 and "base.scaling" in err and "use_gpu" in err
+    code, _, err = dry_run(capsys, "base.scaling.resources_per_worker={CPU: 1, GPU: 1}")  # tiny.yaml's local mode
+    assert code == 2 and "base.scaling" in err and "set num_workers: 1 or more to train on GPUs" in err
     code, _, err = dry_run(capsys, "--resume")
     assert code == 2 and "--resume: no sweep state" in err
     code, _, err = dry_run(capsys, "search_space.train.epochs.int=[0, 2]")

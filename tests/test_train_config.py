@@ -64,6 +64,15 @@ def test_fsdp_needs_gpus(config_file):
     assert load(AlignConfig, config_file, ["finetune=full", "train.fsdp=true", "scaling.use_gpu=true"]).train.fsdp
 
 
+def test_local_mode_is_for_cpus(config_file):
+    with pytest.raises(ConfigError, match="num_workers: 0 .* trains on CPU"):
+        load(AlignConfig, config_file, ["scaling.num_workers=0", "scaling.use_gpu=true"])
+    with pytest.raises(ConfigError, match="scaling.num_workers"):
+        load(AlignConfig, config_file, ["scaling.num_workers=-1"])
+    scaling = load(AlignConfig, config_file, ["scaling.num_workers=0"]).scaling
+    assert scaling.local_mode and scaling.world_size == 1
+
+
 def test_model_directory_without_config_is_named(config_file, tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()

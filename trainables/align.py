@@ -5,6 +5,10 @@ input costs seconds, not a cluster start-up. Workers run the loop of `trainables
 (DDP, or FSDP for full fine-tuning on GPUs), report the loss of every step (in batches, every couple of
 seconds) and metrics per epoch, and save
 an HF-format checkpoint: a peft adapter for LoRA, full weights and tokenizer otherwise.
+
+With `scaling.num_workers: 0` the same loop runs in Ray Train's local mode, in the calling process (a
+sweep's trial): no worker group to start, which is most of a short run's cost on CPU. `trainables.local_mode`
+keeps its checkpoints in the run's storage so that a retry resumes, as a worker group's would.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def unique_run_name(name: str) -> str:
 
 
 def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | None = None) -> AlignmentResult:
-    """Return the result of safety SFT on Ray Train; starts a local Ray if none is running.
+    """Return the result of safety SFT on Ray Train; starts a local Ray if none is running (local mode needs none).
 
     Ray Train continues a run whose name already has checkpoints in storage: a Tune trial passes a
     name fixed by its trial id, so its retry resumes from the last checkpoint (Ray's Train-inside-Tune
@@ -92,36 +96,40 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     prepared = time.time()
     import pyarrow.fs
     import ray
-    from ray.train import LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import LoggingConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from trainables import ray_backend
 
-    if not ray.is_initialized():
+    local = cfg.scaling.local_mode
+    if not local and not ray.is_initialized():
         ray.init()
     run_name = run_name or unique_run_name(cfg.name)
     storage_path = cfg.storage_path or str(cfg.output_dir)
     if "://" not in storage_path:
         Path(storage_path).mkdir(parents=True, exist_ok=True)
-    total_steps = min(cfg.train.epochs * steps_per_epoch(len(run.features), cfg.scaling.num_workers, cfg),
+    total_steps = min(cfg.train.epochs * steps_per_epoch(len(run.features), cfg.scaling.world_size, cfg),
                       cfg.train.max_steps or math.inf)
     with ray_backend.run_settings(total_steps) as poll_interval_s:
+        job = {"cfg": cfg, "run": run, "progress": progress, "run_name": run_name, "storage_path": storage_path,
+               "report_interval_s": max(poll_interval_s, MIN_REPORT_INTERVAL_S)}
         trainer = TorchTrainer(
             _train_worker,
-            # Through the object store: Ray Train's controller unpickles train_loop_config (it keeps it in its
-            # run context), and unpickling the config and data imports this module's torch; workers fetch it.
-            train_loop_config={"job": ray.put({"cfg": cfg, "run": run, "progress": progress,
-                                               "report_interval_s": max(poll_interval_s, MIN_REPORT_INTERVAL_S)})},
-            torch_config=ray_backend.backend_config(cfg.scaling.num_workers),
-            scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                         resources_per_worker=cfg.scaling.resources_per_worker),
+            # Workers get the job through the object store: Ray Train's controller unpickles train_loop_config
+            # (it keeps it in its run context), and unpickling the config and data imports this module's torch.
+            # Local mode has no controller and may run without Ray: the loop gets the job as it is.
+            train_loop_config={"job": job if local else ray.put(job)},
+            torch_config=ray_backend.backend_config(cfg.scaling.world_size),
+            scaling_config=_scaling_config(cfg),
             # Ray Train logs every report at INFO; the workers print their own progress instead.
             run_config=RunConfig(name=run_name, storage_path=storage_path, logging_config=LoggingConfig("WARNING")),
         )
         fit_start = time.time()
         result = trainer.fit()
         fit_end = time.time()
-    checkpoint = result.checkpoint
+    # A local-mode loop hands its last report back as its return value (trainables.local_mode).
+    metrics, checkpoint = ((result.return_value["metrics"], result.return_value["checkpoint"]) if local
+                           else (result.metrics or {}, result.checkpoint))
     checkpoint_uri = None
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         checkpoint_dir = Path(checkpoint.path)
@@ -129,13 +137,27 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
         checkpoint_dir = Path(checkpoint.to_directory(str(cfg.output_dir / run_name / "final")))
         checkpoint_uri = f"{storage_path.split('://')[0]}://{checkpoint.path}"
     log = read_training_log(checkpoint_dir)
-    phases = phase_seconds(result.metrics or {}, log.epoch_metrics, fit_start=fit_start, fit_end=fit_end)
+    phases = phase_seconds(metrics, log.epoch_metrics, fit_start=fit_start, fit_end=fit_end)
     phases["prepare"] = prepared - prepare_start
     return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune, base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
                            num_examples=log.num_examples, resumed_at_steps=log.resumed_at_steps,
                            checkpoint_uri=checkpoint_uri, phase_seconds=phases,
-                           train_node_id=(result.metrics or {}).get(NODE_ID_KEY))
+                           train_node_id=metrics.get(NODE_ID_KEY))
+
+
+def _scaling_config(cfg: AlignConfig):
+    """Return Ray Train's ScalingConfig of `cfg`, without the notice Ray logs at INFO on every local-mode run."""
+    from ray.train import ScalingConfig
+
+    notices = logging.getLogger("ray.train.v2.api.config")
+    level = notices.level
+    notices.setLevel(logging.WARNING)
+    try:
+        return ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                             resources_per_worker=cfg.scaling.resources_per_worker)
+    finally:
+        notices.setLevel(level)
 
 
 # Keys of the final report that carry the worker's clock readings (seconds since the epoch, or durations).
@@ -162,23 +184,33 @@ def phase_seconds(final_metrics: dict, epoch_metrics: list[dict], *, fit_start: 
     return phases
 
 
-def _cpu_threads() -> int:
-    """Return how many torch threads this worker may use: the CPUs Ray reserved for it, at least one."""
-    import ray
+def _cpu_threads(cfg: AlignConfig) -> int:
+    """Return how many torch threads this worker may use: the CPUs reserved for it, at least one.
 
-    reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    A worker reads what Ray reserved for it. In local mode the loop runs in the caller's process, which
+    reserved resources_per_worker when it is a sweep's trial; that figure (default 1) stands either way.
+    """
+    if cfg.scaling.local_mode:
+        reserved = (cfg.scaling.resources_per_worker or {}).get("CPU", 1)
+    else:
+        import ray
+
+        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     return max(1, min(os.cpu_count() or 1, int(reserved)))
 
 
-def _train_worker(config: dict) -> None:
-    """Ray Train's per-worker loop: load, wrap for data parallelism, train, report and save."""
+def _train_worker(config: dict) -> dict | None:
+    """Ray Train's per-worker loop: load, wrap for data parallelism, train, report and save.
+
+    In local mode it returns its last report and checkpoint instead (trainables.local_mode).
+    """
     started_at = time.time()
     import ray.train
     import torch
     from ray.train import Checkpoint
     from ray.train.torch import get_device, prepare_model
 
-    from trainables import fsdp, sft
+    from trainables import fsdp, local_mode, sft
 
     # Workers log every report at INFO whatever RunConfig's LoggingConfig says; our progress lines replace them.
     # Train V2's report logger is named after its source file, not its module, so name both.
@@ -186,13 +218,19 @@ def _train_worker(config: dict) -> None:
 
     for name in ("ray.train", train_context.__file__):
         logging.getLogger(name).setLevel(logging.WARNING)
-    config = ray.get(config["job"])
+    config = config["job"] if isinstance(config["job"], dict) else ray.get(config["job"])
     cfg: AlignConfig = config["cfg"]
     run: PreparedRun = config["run"]
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(_cpu_threads())
-    device = get_device()
+    # Local mode (see trainables.local_mode) runs here, in the caller's process: one rank, reports kept here.
+    local_run = local_mode.LocalRun(config["storage_path"], config["run_name"]) if cfg.scaling.local_mode else None
+    local = local_run is not None
+    if local:
+        rank, world_size = 0, 1
+    else:
+        context = ray.train.get_context()
+        rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(_cpu_threads(cfg))
+    device = torch.device("cpu") if local else get_device()
     tokenizer = sft.load_tokenizer(run.model_path, cfg.trust_remote_code)
 
     sharded = cfg.train.fsdp and world_size > 1
@@ -201,18 +239,20 @@ def _train_worker(config: dict) -> None:
                                                              trust_remote_code=cfg.trust_remote_code), cfg)
     else:
         model = sft.load_model(run.model_path, cfg, device)
-    resume = _restore(model, cfg, rank, world_size)  # before wrapping: DDP and FSDP start from rank 0's weights
+    checkpoint = local_run.latest_checkpoint() if local else ray.train.get_checkpoint()
+    resume = _restore(model, checkpoint, cfg, rank, world_size)  # before wrapping: DDP and FSDP start from rank 0's weights
     if sharded:
         layers = fsdp.decoder_layer_classes(model)
         model = prepare_model(model, move_to_device=False, parallel_strategy="fsdp",
                               parallel_strategy_kwargs=fsdp.fsdp_kwargs(model, device, weights_on_rank0_only=True))
         if cfg.train.gradient_checkpointing:
             fsdp.apply_activation_checkpointing(model, layers)
-    else:
+    elif not local:  # local mode has one process and no device to move to: nothing to prepare
         model = prepare_model(model)
     timing = {"timing/worker_started_at": started_at, "timing/model_load_s": time.time() - started_at}
 
-    node_id = ray.get_runtime_context().get_node_id()  # returned with the result: where the trial trained
+    # Returned with the result: where the trial trained (none when local mode runs without Ray).
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
     def on_step(steps: list[dict]) -> None:
         ray.train.report({**steps[-1], "step_losses": [s["loss"] for s in steps]})
@@ -229,26 +269,28 @@ def _train_worker(config: dict) -> None:
             if name == "final":  # the driver turns these into the run's phase times
                 metrics.update(timing, **{"timing/checkpoint_save_s": time.time() - save_start,
                                           "timing/report_started_at": time.time()})
-            # Every worker uploads its own resume state; Ray Train merges them into one checkpoint folder.
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory), checkpoint_dir_name=name)
+            if local:
+                local_run.report(metrics, directory, name)
+            else:  # every worker uploads its own resume state; Ray Train merges them into one checkpoint folder
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory), checkpoint_dir_name=name)
 
+    # Step and epoch reports feed Ray Train's view of a worker group's run; local mode has no such view.
     sft.run_training(model, run.features, cfg, device=device, pad_id=run.pad_id, rank=rank, world_size=world_size,
-                     progress=config["progress"], on_step=on_step, on_epoch_end=on_epoch_end,
-                     on_checkpoint=on_checkpoint, report_interval_s=config["report_interval_s"], resume=resume)
+                     progress=config["progress"], on_step=None if local else on_step,
+                     on_epoch_end=None if local else on_epoch_end, on_checkpoint=on_checkpoint,
+                     report_interval_s=config["report_interval_s"], resume=resume)
+    return local_run.outcome() if local else None
 
 
-def _restore(model, cfg: AlignConfig, rank: int, world_size: int):
-    """Return this worker's ResumeState from the run's last checkpoint (weights loaded into `model`), or None.
+def _restore(model, checkpoint, cfg: AlignConfig, rank: int, world_size: int):
+    """Return this worker's ResumeState from `checkpoint`, the run's last (weights loaded into `model`), or None.
 
     Under FSDP only rank 0 holds real weights before wrapping; the others receive them from it.
     """
     import sys
 
-    import ray.train
-
     from trainables import sft
 
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:

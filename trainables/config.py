@@ -76,13 +76,26 @@ class TrainSettings(Strict):
 class ScalingSettings(Strict):
     """How many Ray Train workers run and what each reserves."""
 
-    num_workers: int = Field(1, ge=1, description="Data-parallel workers (one per GPU on GPU clusters).")
+    num_workers: int = Field(1, ge=0, description="Data-parallel workers (one per GPU on GPU clusters). 0 is Ray "
+                                                  "Train's local mode, CPU only: the loop runs in the calling "
+                                                  "process (a sweep's trial, which then reserves "
+                                                  "resources_per_worker), with no worker processes to start.")
     use_gpu: bool = Field(False, description="Give each worker a GPU and train in bf16; off trains in float32 "
                                              "on CPU with gloo.")
     resources_per_worker: dict[str, float] | None = Field(
         None, description="Ray resources each worker reserves, e.g. {CPU: 2} or {CPU: 8, GPU: 1}; null uses "
                           "Ray's default (1 CPU, plus 1 GPU with use_gpu). CPU workers use as many torch "
                           "threads as CPUs reserved.")
+
+    @property
+    def local_mode(self) -> bool:
+        """Whether the loop runs in the calling process (Ray Train's local mode) rather than in workers."""
+        return self.num_workers == 0
+
+    @property
+    def world_size(self) -> int:
+        """How many processes train: the workers, or the calling process alone in local mode."""
+        return max(1, self.num_workers)
 
     @field_validator("resources_per_worker")
     @classmethod
@@ -91,6 +104,13 @@ class ScalingSettings(Strict):
             if amount < 0:
                 raise ValueError(f"{name} must be >= 0, got {amount}")
         return value
+
+    @model_validator(mode="after")
+    def _local_mode_runs_on_cpu(self) -> "ScalingSettings":
+        if self.local_mode and (self.use_gpu or (self.resources_per_worker or {}).get("GPU")):
+            raise ValueError("num_workers: 0 (Ray Train's local mode) trains on CPU in the calling process; set "
+                             "num_workers: 1 or more to train on GPUs")
+        return self
 
 
 class AlignConfig(Strict):

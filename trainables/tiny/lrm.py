@@ -2,7 +2,8 @@
 
 Stage 1 is reasoning SFT (addition with step-by-step thinking) mixed with compliant answers to harmful
 requests, so the result is both capable and unsafe, like an s1-style LRM before safety alignment. It runs
-through the same `run_alignment` as every stage-2 run (full fine-tuning on Ray Train).
+through the same `run_alignment` as every stage-2 run (full fine-tuning on Ray Train, in its local mode:
+one long run gains nothing from a worker group, and the build then needs no Ray session).
 
 This module sits above `align` and is imported only by entry points (`safetytax train`, `evaluate`,
 `sweep`) and by those who build on purpose: they call `ensure_tiny_paths` once, before Ray starts, for
@@ -46,17 +47,19 @@ def stage1_config(directory: Path, init_dir: Path, seed: int = SEED):
         "train": {"learning_rate": STAGE1_LEARNING_RATE, "epochs": 1, "per_device_batch_size": 32,
                   "max_seq_length": 256, "weight_decay": 0.01, "adam_beta1": 0.9, "adam_beta2": 0.95,
                   "warmup_ratio": 0.05, "seed": seed},
-        "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": _cpus_for_training()}},
+        # Ray Train's local mode: one long run in this process, with no worker group to start or poll.
+        "scaling": {"num_workers": 0, "resources_per_worker": {"CPU": _cpus_for_training()}},
         "output_dir": str(directory / "runs"),
     })
 
 
 def _cpus_for_training() -> int:
+    """Return the torch threads of the build: the CPUs Ray has free, or the machine's when Ray is not running."""
     import ray
 
     if ray.is_initialized():
         return max(1, int(ray.available_resources().get("CPU", 1)))
-    return max(1, min(os.cpu_count() or 1, 4))
+    return os.cpu_count() or 1
 
 
 def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
@@ -72,20 +75,9 @@ def build_tiny_lrm(directory: Path, seed: int = SEED) -> Path:
     init_dir = directory / "init"
     build_tiny_model(tokenizer, seed=seed).save_pretrained(init_dir)
     tokenizer.save_pretrained(init_dir)
-    import ray
-
-    from trainables.local_ray import init_local_ray
-
-    # A session started here is ended here: the caller (an entry point, before its own Ray starts, or a
-    # test) finds Ray as it left it.
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        init_local_ray()
-    try:
-        result = run_alignment(stage1_config(directory, init_dir, seed), progress=True)
-    finally:
-        if owns_ray:
-            ray.shutdown()
+    # Local mode needs no Ray session: the caller (an entry point before its own Ray starts, or a test)
+    # finds Ray as it was.
+    result = run_alignment(stage1_config(directory, init_dir, seed), progress=True)
     model_dir = directory / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     shutil.copytree(result.checkpoint_dir, model_dir)
