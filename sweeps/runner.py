@@ -187,15 +187,27 @@ class TrialRecorder(tune.Callback):
             return
         print(self._line(trial, f"finished: {scores}"), flush=True)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        error = trial.get_error() or "the trial failed without an error message"
+    def _record_failure(self, trial, only_if_unrecorded: bool) -> str:
+        """Mark the trial's MLflow run FAILED with Tune's error text; return the text."""
+        error = str(trial.get_error() or "the trial failed without an error message")
         client = tracking.client(self.tracking_uri)
         run = tracking.trial_run(client, self.experiment_id, self.parent_run_id, trial.trial_id,
                                  run_name=f"{self.sweep_name}-{trial.trial_id}")
+        if only_if_unrecorded and run.info.status != "RUNNING":  # the trial recorded its own error
+            return error
         tracking.log_params(client, run.info.run_id,
                             tracking.flatten_params({k: trial.config.get(k) for k in self.searched}))
-        tracking.mark_failed(client, run.info.run_id, str(error))
-        last_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        tracking.mark_failed(client, run.info.run_id, error)
+        return error
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # A trial whose own process died (local mode trains there) left its run RUNNING and no error; the
+        # retry archives what is recorded here as error.attempt<N>, as it does a failure the trial caught.
+        self._record_failure(trial, only_if_unrecorded=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = self._record_failure(trial, only_if_unrecorded=False)
+        last_line = error.strip().splitlines()[-1] if error.strip() else ""
         print(self._line(trial, f"FAILED after retries: {last_line}"), flush=True)
 
     def get_state(self) -> dict:

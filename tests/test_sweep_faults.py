@@ -1,4 +1,5 @@
-"""Faults during real sweeps on CPU: a Train worker SIGKILLed mid-trial, and the records it leaves.
+"""Faults during real sweeps on CPU: a Train worker (or, in local mode, the trial itself) SIGKILLed mid-trial,
+and the records it leaves.
 
 Each test runs a real sweep (Ray Tune + Optuna, Ray Train, Serve, MLflow) of the random-weight tiny
 model, so all are marked slow.
@@ -25,6 +26,7 @@ from sweeps import tracking
 from sweeps.spec import load_spec
 from sweeps.trial import ATTEMPTS_TAG, CHECKPOINT_TAG, RESUMED_TAG, trial_config
 from tests.test_sweep_run import random_model_spec, store_overrides, tiny_assets  # noqa: F401 (a fixture)
+from trainables import local_mode
 from trainables.align import prepare_run
 from trainables.sft import resume_state_file, train_in_process
 
@@ -32,8 +34,8 @@ pytestmark = pytest.mark.slow
 TOTAL_STEPS = 24
 
 
-def _train_workers(driver_pid: int) -> list[psutil.Process]:
-    """Return the Ray Train worker processes this driver started (never another program's)."""
+def _processes(driver_pid: int, title: str) -> list[psutil.Process]:
+    """Return the processes this driver started whose command line holds `title` (never another program's)."""
     try:
         children = psutil.Process(driver_pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -41,7 +43,7 @@ def _train_workers(driver_pid: int) -> list[psutil.Process]:
     found = []
     for child in children:
         try:
-            if "RayTrainWorker" in " ".join(child.cmdline()):
+            if title in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.Error:
             continue
@@ -49,13 +51,22 @@ def _train_workers(driver_pid: int) -> list[psutil.Process]:
 
 
 def _registered_checkpoint(runs_dir: Path) -> bool:
-    """Return whether Ray Train has registered a mid-run checkpoint (its snapshot names it), not only written it."""
+    """Return whether a mid-run checkpoint is registered (Ray Train's snapshot, or local mode's pointer names one)."""
+    if any(runs_dir.glob(f"*/{local_mode.LATEST_FILE}")):
+        return any(json.loads(p.read_text())["name"].startswith("step_")
+                   for p in runs_dir.glob(f"*/{local_mode.LATEST_FILE}"))
     return any(runs_dir.glob("*/checkpoint_manager_snapshot.json")) and any(
         runs_dir.glob(f"*/step_*/{resume_state_file(0)}"))
 
 
-def test_a_killed_train_worker_resumes_from_its_checkpoint_and_ends_as_if_undisturbed(
-        tmp_path, tiny_assets, tiny_model_dir):  # noqa: F811
+# Who trains, and so who is killed: a Ray Train worker, or in local mode the trial's own process (Tune's
+# function trainable), which a retry replaces.
+TRAINING_PROCESSES = {1: "RayTrainWorker", 0: "ImplicitFunc"}
+
+
+@pytest.mark.parametrize("num_workers", [1, 0], ids=["train-worker", "local-mode-trial"])
+def test_a_killed_training_process_resumes_from_its_checkpoint_and_ends_as_if_undisturbed(
+        tmp_path, tiny_assets, tiny_model_dir, num_workers):  # noqa: F811
     # One trial at a fixed point; dropout on, so the restored RNG state matters. A checkpoint every 4 steps.
     data = random_model_spec(tiny_assets, tiny_model_dir, sampler="grid", num_samples=1, max_failures=1,
                              search_space={"train.learning_rate": {"choice": [3e-3]}})
@@ -63,6 +74,7 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_and_ends_as_if_undist
     data["base"]["train"].update({"max_steps": TOTAL_STEPS, "per_device_batch_size": 2, "save_every_steps": 4,
                                   "epochs": 3})
     data["base"]["data"]["size"] = 16  # 8 steps per epoch: the run crosses epoch boundaries
+    data["base"]["scaling"]["num_workers"] = num_workers
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
     overrides = store_overrides(tmp_path, "worker-kill")
     command = [sys.executable, "-m", "sweeps.cli", "sweep", "sweep.yaml", *overrides, "--quiet"]
@@ -76,12 +88,12 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_and_ends_as_if_undist
     killed = None
     try:
         deadline = time.monotonic() + 1200
-        while not _registered_checkpoint(runs_dir):  # the first mid-run checkpoint is Ray Train's
+        while not _registered_checkpoint(runs_dir):  # the first mid-run checkpoint
             assert driver.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint was saved in 20 minutes"
             time.sleep(0.2)
-        workers = _train_workers(driver.pid)
-        assert workers, "no Ray Train worker of this sweep was found"
+        workers = _processes(driver.pid, TRAINING_PROCESSES[num_workers])
+        assert len(workers) == 1, f"no single {TRAINING_PROCESSES[num_workers]} process of this sweep was found"
         killed = workers[0].pid
         workers[0].kill()  # SIGKILL: no clean-up, as a preempted node or the OOM killer would do
         assert driver.wait(timeout=1500) == 0, log_path.read_text()[-3000:]
