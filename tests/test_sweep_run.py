@@ -70,7 +70,9 @@ def random_model_spec(tiny_assets: Path, tiny_model_dir: Path, **fields) -> dict
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
             "train": {"learning_rate": 1e-3, "epochs": 1, "per_device_batch_size": 8, "max_seq_length": 128,
                       "max_steps": 2},
-            "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 1}},
+            # Local mode, as the tiny sweeps: a worker group's start-up would be most of each trial's time.
+            # The worker-kill test and the cluster rehearsal run Train workers.
+            "scaling": {"num_workers": 0, "resources_per_worker": {"CPU": 1}},
         },
         "evaluation": {"benchmarks": ["tiny-arith", "tiny-harmful"], "limit": 3,
                        "generation": {"max_new_tokens": 16}, "num_cpus_per_replica": 0},
@@ -149,14 +151,16 @@ def test_three_trial_sweep_on_the_tiny_lrm(tmp_path, monkeypatch):
 def test_two_runs_of_the_same_sweep_record_identical_trials(tmp_path, tiny_assets, tiny_model_dir, monkeypatch):
     """Seeded search, data order and training: a rerun samples the same points, trains to the same losses and reads
     the same objectives (speed work must never change a reading). NSGA-II's second generation depends on the
-    first one's readings, so the third trial checks those too."""
+    first one's readings, so the third trial checks those too. The first run trains on Ray Train workers, the
+    second in local mode, so the check also covers where training runs."""
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3, max_concurrent_trials=2)
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
 
-    def run(folder: Path) -> list[tuple]:
+    def run(folder: Path, num_workers: int) -> list[tuple]:
         folder.mkdir()
         monkeypatch.chdir(folder)
-        outcome = run_sweep(load_spec(tmp_path / "sweep.yaml", store_overrides(folder, "repeat-test")), verbose=0)
+        overrides = [*store_overrides(folder, "repeat-test"), f"base.scaling.num_workers={num_workers}"]
+        outcome = run_sweep(load_spec(tmp_path / "sweep.yaml", overrides), verbose=0)
         assert outcome.finished
         client = tracking.client(outcome.tracking_uri)
         trials = []
@@ -167,7 +171,7 @@ def test_two_runs_of_the_same_sweep_record_identical_trials(tmp_path, tiny_asset
             trials.append((json.dumps(trial["params"], sort_keys=True), json.dumps(readings, sort_keys=True), losses))
         return sorted(trials)
 
-    first, second = run(tmp_path / "first"), run(tmp_path / "second")
+    first, second = run(tmp_path / "workers", 1), run(tmp_path / "local", 0)
     assert len(first) == 3 and all(losses for _, _, losses in first)
     assert second == first
 
@@ -240,6 +244,9 @@ def _described(process: psutil.Process) -> str:
 
 def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir):
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3)
+    # On Train workers: a local-mode trial of 2 steps takes a second or two, so all three would finish
+    # before the kill; a worker group's start-up keeps one in flight.
+    data["base"]["scaling"]["num_workers"] = 1
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
     # The study in RDB storage, so what Optuna recorded can be read after the driver dies.
     overrides = [*store_overrides(tmp_path, "resume-test"), f"optuna.storage=sqlite:///{tmp_path}/optuna.db"]
