@@ -240,7 +240,8 @@ def _train_worker(config: dict) -> dict | None:
     else:
         model = sft.load_model(run.model_path, cfg, device)
     checkpoint = local_run.latest_checkpoint() if local else ray.train.get_checkpoint()
-    resume = _restore(model, checkpoint, cfg, rank, world_size)  # before wrapping: DDP and FSDP start from rank 0's weights
+    # Before wrapping: DDP and FSDP start from rank 0's weights.
+    resume = _restore(model, checkpoint, cfg, rank, world_size)
     if sharded:
         layers = fsdp.decoder_layer_classes(model)
         model = prepare_model(model, move_to_device=False, parallel_strategy="fsdp",
