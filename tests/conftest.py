@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -44,8 +45,26 @@ def tiny_model_dir(tmp_path_factory, char_tokenizer) -> Path:
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now, and that nothing started later takes.
+
+    Chosen below the kernel's ephemeral range and above Ray's worker ports (10002-19999): the processes a
+    test starts afterwards (Ray's servers, its workers) bind port 0 and get ephemeral ports, so a port the
+    kernel handed out here could be theirs by the time the test binds it.
+    """
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    candidates = list(range(20000, max(20001, ephemeral_low)))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a machine with no such range: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 

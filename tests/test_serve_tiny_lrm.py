@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 
@@ -12,15 +11,14 @@ from ray import serve  # noqa: E402
 
 from evaluators.config import EvalConfig  # noqa: E402
 from evaluators.service import EvaluatorService  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 from trainables.schema import build  # noqa: E402
 from trainables.tiny.lrm import ensure_tiny_lrm  # noqa: E402
 
 
 @pytest.mark.slow
 def test_tiny_lrm_scores_through_serve(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # outside the ephemeral range, so Ray's own servers cannot take it first
     cfg = build(EvalConfig, {"benchmarks": ["tiny-arith", "tiny-harmful"], "limit": 40, "http_port": port,
                              "cache_dir": None, "num_cpus_per_replica": 1, "generation": {"max_new_tokens": 160}})
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
