@@ -27,10 +27,9 @@ LATEST_FILE = "latest_checkpoint.json"
 
 
 def _run_location(storage_path: str, run_name: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """Return (filesystem, path) of the run's folder: a local folder, or one under s3:// or gs://."""
-    if "://" in storage_path:
-        return pyarrow.fs.FileSystem.from_uri(f"{storage_path.rstrip('/')}/{run_name}")
-    return pyarrow.fs.LocalFileSystem(), str(Path(storage_path) / run_name)
+    """Return (filesystem, path) of the run's folder: under s3://, gs://, or a local folder (absolute, as the
+    config resolves it)."""
+    return pyarrow.fs.FileSystem.from_uri(f"{storage_path.rstrip('/')}/{run_name}")
 
 
 def persist(directory: str | Path, storage_path: str, run_name: str, name: str) -> Checkpoint:
