@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,14 +25,9 @@ import urllib.request
 from dataclasses import dataclass
 
 import pytest
+from conftest import free_port
 
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -73,7 +67,7 @@ class S3Server:
 
 def start_s3_server(timeout_s: float = 60.0) -> S3Server:
     """Start moto's S3 server on a free 127.0.0.1 port and return it once it answers."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

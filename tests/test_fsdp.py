@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
+from conftest import free_port
 from torch.distributed.fsdp import ShardingStrategy
 
 from trainables import fsdp
@@ -101,9 +101,7 @@ def test_two_rank_fsdp_run_trains_and_saves_the_gathered_weights(tiny_model_dir,
     import torch.multiprocessing as mp
     from transformers import AutoModelForCausalLM
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # outside the ephemeral range, which the spawned ranks' own sockets draw from
     mp.spawn(_fsdp_worker, args=(2, port, str(tiny_model_dir), str(tmp_path)), nprocs=2)
 
     losses = json.loads((tmp_path / "losses.json").read_text())

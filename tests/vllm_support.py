@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 
 import pytest
+from conftest import free_port
 
 from evaluators.stats import wilson_interval  # noqa: F401 - the tests use the readings' own interval
 
@@ -31,12 +31,6 @@ requires_vllm = pytest.mark.skipif(VLLM_MISSING is not None, reason=VLLM_MISSING
 # compiled graphs (each would cost minutes on 2 cores), and one CPU bundle instead of Ray Serve LLM's GPU.
 CPU_ENGINE = {"placement_bundles": [{"CPU": 1}], "max_model_len": 512, "max_lora_rank": 8,
               "engine_kwargs": {"enforce_eager": True}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_ray() -> int:
