@@ -13,6 +13,7 @@ which stops every Ray on the machine.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -187,17 +188,27 @@ def node_types(nodes) -> list[str]:
     return sorted(n.labels.get("safetytax/node-type", "head" if n.is_head_node else "?") for n in nodes)
 
 
-def kill_node(node_id: str, pgid: int) -> int:
-    """SIGKILL every process of one fake node (its raylet, agents and workers), as if the machine died."""
-    killed = 0
-    for pid in group_members(pgid):
+def kill_node(node_id: str) -> list[str]:
+    """SIGKILL every process of one fake node (its raylet, agents and workers), as if the machine died;
+    return their titles.
+
+    They are found by the node id Ray's fake provider puts in each one's environment, on the whole machine:
+    Ray starts each worker in a process group of its own, so the head's group holds only the raylets and
+    agents, and a worker left alive would go on training until it noticed its raylet had gone.
+    """
+    killed = []
+    for pid in (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except OSError:
             continue
         if f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={node_id}".encode() in environ:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append(title)
     return killed
 
 
@@ -260,9 +271,9 @@ def rehearsal(tmp_path, monkeypatch):
         subprocess.run(shlex.split(RAY_AUTH_TOKEN), env=env, check=True, capture_output=True, timeout=120)
         processes.start("mlflow_server", MLFLOW_SERVER.format(**values), env)
         dashboard = f"http://127.0.0.1:{ports['dashboard_port']}"
-        head = start_head(processes, values, env, dashboard)
+        start_head(processes, values, env, dashboard)
         wait_for("the MLflow server", lambda: http_ok(f"http://127.0.0.1:{ports['mlflow_port']}/health"), 120)
-        yield {"values": values, "env": env, "dashboard": dashboard, "head_pgid": head.pid,
+        yield {"values": values, "env": env, "dashboard": dashboard,
                "tracking_uri": f"http://127.0.0.1:{ports['mlflow_port']}", "log_dir": tmp_path}
     finally:
         processes.stop()
@@ -297,8 +308,9 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
 
     from sweeps import tracking
     from sweeps.trial import RESUMED_TAG
+    from trainables.sft import resume_state_file
 
-    dashboard, head_pgid = rehearsal["dashboard"], rehearsal["head_pgid"]
+    dashboard = rehearsal["dashboard"]
     # A cluster with no workers, and the autoscaler starts none while nothing asks: it has updated twice.
     idle_status = after_autoscaler_updates(rehearsal, 2)
     assert active_in_status(idle_status) == ["1 ray.head.default"], idle_status
@@ -317,29 +329,44 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
         return next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in status), None)
 
     def checkpointed_run() -> str | None:
-        """Return the Train run that has uploaded an epoch checkpoint and no final one yet: it is training."""
-        listed = [o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET, Prefix="train/").get("Contents", [])]
-        runs = {key.split("/")[1] for key in listed if "/epoch_" in key}
-        return next((run for run in sorted(runs) if not any(k.startswith(f"train/{run}/") and "/final/" in k
-                                                            for k in listed)), None)
+        """Return the Train run that has registered an epoch checkpoint and saved no final one: it is training.
 
-    def mid_training():
+        Registered: Ray Train's snapshot of the run's checkpoints is written and the epoch folder holds the
+        resume state, so a restart continues from it (a half-uploaded folder would be ignored, and the
+        retry would start again from step 0)."""
+        listed = [o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET, Prefix="train/").get("Contents", [])]
+        registered = {key.split("/")[1] for key in listed if key.endswith("/checkpoint_manager_snapshot.json")}
+        resumable = {key.split("/")[1] for key in listed if "/epoch_" in key and key.endswith(resume_state_file(0))}
+        finished = {key.split("/")[1] for key in listed if "/final/" in key}
+        return next(iter(sorted((registered & resumable) - finished)), None)
+
+    def fail_if_the_job_ended(what: str) -> None:
         if job_ended():  # fail now, with the job's own account, rather than wait out the timeout
-            pytest.fail(f"the job ended {job_ended()} before a node could be lost mid-training:\n"
-                        f"{jobs.get_job_logs(JOB_ID)[-4000:]}")
+            pytest.fail(f"the job ended {job_ended()} before {what}:\n{jobs.get_job_logs(JOB_ID)[-4000:]}")
+
+    def training_node() -> str | None:
+        """Return the node id of the training node type's one node, once the autoscaler has started it."""
+        fail_if_the_job_ended("a training node started")
+        nodes = alive_nodes(dashboard)
+        seen_types.update(node_types(nodes))
+        return next((n.node_id for n in nodes if n.labels.get("safetytax/node-type") == TRAIN_TYPE), None)
+
+    polls = itertools.count(1)
+
+    def mid_training() -> str | None:
+        if next(polls) % 50 == 0:  # now and then: each ask of the job API costs more than a bucket listing
+            fail_if_the_job_ended("a node could be lost mid-training")
         return checkpointed_run()
 
-    # Kill the first trial's training node mid-training, not mid-start-up: once its first epoch checkpoint is
-    # in the bucket and its final one is not. One trial runs at a time, so one training node is up. The
-    # bucket alone is polled (fast), so the kill lands within a poll of the checkpoint, epochs before the end.
+    # Kill the first trial's training node mid-training, not mid-start-up: once its first epoch checkpoint
+    # is registered in the bucket and its final one is not saved. One trial runs at a time, so one training
+    # node is up: it is found first, and then only the bucket is polled, so the kill lands within a poll.
     try:
-        killed_run = wait_for("the first trial to train past its first epoch", mid_training, 900, 0.2)
-        train_nodes = [n for n in alive_nodes(dashboard) if n.labels.get("safetytax/node-type") == TRAIN_TYPE]
-        assert len(train_nodes) == 1, node_types(alive_nodes(dashboard))
-        killed_node = train_nodes[0].node_id
-        assert kill_node(killed_node, head_pgid) > 0
+        killed_node = wait_for("the autoscaler to start a training node", training_node, 900, 0.5)
+        killed_run = wait_for("the first trial to train past its first epoch", mid_training, 900, 0.1)
+        killed = kill_node(killed_node)
+        assert any("RayTrainWorker" in title for title in killed), killed  # the training process died with it
         assert checkpointed_run() == killed_run, "the run finished training before its node was killed"
-        seen_types.add(TRAIN_TYPE)
     finally:
         (rehearsal["log_dir"] / "job.log").write_text(jobs.get_job_logs(JOB_ID))  # kept for the post-mortem
 
