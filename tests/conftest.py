@@ -6,6 +6,8 @@ import logging
 import os
 import random
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,23 @@ def lively_model_dir(tmp_path_factory, char_tokenizer) -> Path:
     build_tiny_model(char_tokenizer, seed=1, initializer_range=0.3).save_pretrained(out)
     char_tokenizer.save_pretrained(out)
     return out
+
+
+# What Ray's GCS answers a client whose token is missing or wrong (the client then gives up connecting).
+REFUSED_BY_AUTH = "InvalidAuthToken: Authentication token is missing or incorrect"
+AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+
+
+def client_env(home: Path, **auth: str) -> dict[str, str]:
+    """Return the environment of a Ray client whose only credentials are `auth` and what `home` holds.
+
+    An empty `home` has no ~/.ray/auth_token, so with no `auth` the client presents no token at all.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARIABLES}
+    return {**env, "HOME": str(home), **auth}
+
+
+def join_ray(address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `ray.init(address=...)` in a new process with `env`; it prints "joined" when the cluster lets it in."""
+    script = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print('joined')"
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)

@@ -175,6 +175,56 @@ def test_the_twin_runs_on_the_fake_provider_with_cpu_only_stand_ins(cluster, twi
     assert twin["available_node_types"][twin["head_node_type"]]["max_workers"] == 0
 
 
+def test_both_clusters_run_with_token_auth(cluster, twin):
+    """`ray start` runs open unless RAY_AUTH_MODE=token: every start command of both files sets it."""
+    starts = [*cluster["head_start_ray_commands"], *cluster["worker_start_ray_commands"]]
+    for command in (c for c in starts if "ray start" in c):
+        assert "RAY_AUTH_MODE=token ray start" in command, command
+    # The head makes the token once, workers get the file over SSH, and a node without it refuses to start.
+    assert any("ray get-auth-token --generate" in c for c in cluster["head_setup_commands"])
+    assert cluster["cluster_synced_files"] == ["/home/ubuntu/.ray/auth_token"]
+    assert any("test -s ~/.ray/auth_token" in c for c in cluster["worker_start_ray_commands"])
+    # Every login shell (Ray's commands, `ray exec`, jobs run on the head) is a token-auth client.
+    assert any("export RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in cluster["setup_commands"])
+    # The twin is started by the commands its header gives: the token first, then the head with auth on.
+    header = [line for line in TWIN_YAML.read_text().splitlines()[:8] if line.startswith("#   ")]
+    assert "ray get-auth-token --generate" in header[0]
+    assert any("RAY_AUTH_MODE=token ray start --head" in line for line in header)
+
+
+def test_the_token_is_never_in_the_file_or_printed(cluster):
+    text = CLUSTER_YAML.read_text()
+    assert "RAY_AUTH_TOKEN=" not in text  # a token in a command line is in the process list and the logs
+    [generate] = [c for c in cluster["head_setup_commands"] if "get-auth-token" in c]
+    assert "> /dev/null" in generate  # `ray get-auth-token` prints the token; `ray up` would log it
+
+
+def test_a_worker_without_the_token_stops_with_how_to_get_one(cluster, tmp_path):
+    [check] = [c for c in cluster["worker_start_ray_commands"] if "auth_token" in c]
+    result = subprocess.run(["bash", "-c", check], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "ray up cluster.yaml" in result.stderr, result.stderr
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("a-token")
+    assert subprocess.run(["bash", "-c", check], env={"HOME": str(tmp_path)}).returncode == 0
+
+
+def test_hf_token_lives_in_the_hub_token_file_not_in_the_environment(cluster, tmp_path):
+    """The login shell drops HF_TOKEN from the environment; the setup writes it to the Hub's token file."""
+    (tmp_path / "safetytax.env").write_text("SAFETYTAX_BUCKET=s3://b/p\nHF_TOKEN=hf_test_token_value\n")
+    [write] = [c for c in cluster["setup_commands"] if "huggingface/token" in c and ".bashrc" not in c]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    assert subprocess.run(["bash", "-c", write], env=env).returncode == 0
+    token_file = tmp_path / ".cache" / "huggingface" / "token"
+    assert token_file.read_text() == "hf_test_token_value" and token_file.stat().st_mode & 0o077 == 0
+    [rc_line] = [c for c in cluster["setup_commands"] if ".bashrc" in c and "RAY_AUTH_MODE" in c]
+    line = shlex.split(rc_line.split("echo ", 1)[1].split(" >> ")[0])[0]  # what goes into .bashrc
+    shell = line.split("; . ~/venv/bin/activate")[0]  # no venv here
+    result = subprocess.run(["bash", "-c", f"{shell}; env"], env=env, capture_output=True, text=True)
+    assert "hf_test_token_value" not in result.stdout and "SAFETYTAX_BUCKET=s3://b/p" in result.stdout
+    assert "RAY_AUTH_MODE=token" in result.stdout and f"HF_TOKEN_PATH={token_file}" in result.stdout
+
+
 def test_the_twin_opens_with_its_command():
     head = TWIN_YAML.read_text().splitlines()[:8]
     assert any("ray start --head" in line and "--autoscaling-config=cluster.local.yaml" in line for line in head)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import free_port
+from conftest import REFUSED_BY_AUTH, client_env, free_port, join_ray
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN = REPO / "cluster.local.yaml"
@@ -299,6 +299,29 @@ def ray_cli(template: str, rehearsal: dict, retry_on: str | None = None, timeout
         time.sleep(3)
 
 
+def assert_only_the_token_gets_in(rehearsal: dict) -> None:
+    """A client without the cluster's token, or with a wrong one, is refused by the job API and by
+    `ray.init(address=...)` with Ray's authentication error; the same client with the token is let in."""
+    values, empty_home = rehearsal["values"], rehearsal["log_dir"] / "client-home"
+    empty_home.mkdir(exist_ok=True)
+    gcs, jobs = f"127.0.0.1:{values['gcs_port']}", f"http://127.0.0.1:{values['dashboard_port']}"
+    job_list = shlex.split(f"ray job list --address {jobs}")
+    clients = {"no token": client_env(empty_home),
+               "a wrong token": client_env(empty_home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-clusters-token")}
+    for client, env in clients.items():
+        listed = subprocess.run(job_list, env=env, capture_output=True, text=True, timeout=180)
+        said = listed.stdout + listed.stderr
+        assert listed.returncode != 0 and re.search(r"Unauthorized|401|authenticat", said, re.I), (client, said[-2000:])
+        joined = join_ray(gcs, env)
+        said = joined.stdout + joined.stderr
+        assert "joined" not in joined.stdout and REFUSED_BY_AUTH in said, (client, said[-2000:])
+    with_token = client_env(empty_home, RAY_AUTH_MODE="token",
+                            RAY_AUTH_TOKEN_PATH=str(Path.home() / ".ray" / "auth_token"))
+    assert subprocess.run(job_list, env=with_token, capture_output=True, timeout=180).returncode == 0
+    joined = join_ray(gcs, with_token)
+    assert "joined" in joined.stdout, joined.stderr[-2000:]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_gives_them_back(rehearsal):
@@ -318,6 +341,7 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
     assert node_types(alive_nodes(dashboard)) == ["head"]
 
     ray_cli(JOB_SUBMIT, rehearsal, retry_on="No available agent", timeout_s=600)  # the head's job agent starts after `ray start`
+    assert_only_the_token_gets_in(rehearsal)  # the job API is up: the submit above was let in with the token
     seen_types: set[str] = set()
 
     bucket = boto3.client("s3")

@@ -199,10 +199,35 @@ def _files_with(folder: Path, secrets: list[str]) -> list[str]:
     return found
 
 
+def _assert_a_client_without_the_token_cannot_join(ray_tmp: Path, empty_home: Path, model_dir: Path) -> None:
+    """The local Ray a sweep started refuses a client with no token; the token in ~/.ray lets one in."""
+    import ray
+
+    from tests.conftest import REFUSED_BY_AUTH, client_env, join_ray
+
+    # The session's GCS port, as Ray records it in its session folder; the GCS listens on the node's address.
+    [port_file] = list(ray_tmp.rglob("session_latest/gcs_server_port_*"))
+    address = f"{ray.util.get_node_ip_address()}:{port_file.read_text().strip()}"
+    empty_home.mkdir()
+    refused = join_ray(address, client_env(empty_home))
+    assert "joined" not in refused.stdout and REFUSED_BY_AUTH in refused.stderr, refused.stderr[-2000:]
+    token = Path.home() / ".ray" / "auth_token"  # Ray made it when the sweep started its session
+    joined = join_ray(address, client_env(empty_home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token)))
+    assert "joined" in joined.stdout, joined.stderr[-2000:]
+    # A safetytax command sent to that cluster without its token exits 2, saying how to get the token.
+    evaluate = subprocess.run([sys.executable, "-m", "sweeps.cli", "evaluate", "--model", str(model_dir),
+                               "--benchmarks", "tiny-arith", "--limit", "2"],
+                              env=client_env(empty_home, RAY_ADDRESS=address), capture_output=True, text=True,
+                              timeout=300)
+    assert evaluate.returncode == 2, evaluate.stderr[-2000:]
+    assert "refused this client's token" in evaluate.stderr and "docs/cluster.md" in evaluate.stderr
+
+
 def test_mlflow_going_away_mid_sweep_loses_nothing_and_no_secret_is_written(tmp_path, tiny_assets,
                                                                               tiny_model_dir):  # noqa: F811
-    # One sweep serves both checks (each costs minutes): an MLflow outage while trials run, and the
-    # credentials in the environment and in the tracking URI, which must appear nowhere it wrote.
+    # One sweep serves three checks (each costs minutes): an MLflow outage while trials run, the
+    # credentials in the environment and in the tracking URI, which must appear nowhere it wrote, and
+    # the token auth of the local Ray it started.
     from tests.conftest import free_port
 
     port = free_port()
@@ -228,7 +253,10 @@ def test_mlflow_going_away_mid_sweep_loses_nothing_and_no_secret_is_written(tmp_
                 assert time.monotonic() < deadline, "no trial started in 20 minutes"
                 time.sleep(0.5)
             _stop(servers[-1])
-            time.sleep(60)
+            outage_ends = time.monotonic() + 60
+            # Meanwhile: the sweep's own local Ray keeps Ray's token auth; a client without the token stays out.
+            _assert_a_client_without_the_token_cannot_join(ray_tmp, tmp_path / "client-home", tiny_model_dir)
+            time.sleep(max(0.0, outage_ends - time.monotonic()))
             servers.append(_start_mlflow(port, store, server_log))
             assert driver.wait(timeout=1500) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
         except BaseException:

@@ -14,6 +14,7 @@ This module is imported in every worker process of such a session: it must stay 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
@@ -31,12 +32,29 @@ def drop_unreachable_state_api_warnings() -> None:
     logging.getLogger(CLEANER_LOGGER).addFilter(_DropUnreachableStateApi())
 
 
+# What Ray's GCS answers a client that presents no token, or the wrong one, for a cluster with token auth.
+REFUSED_TOKEN = "InvalidAuthToken"
+
+
 def init_local_ray(**kwargs: Any) -> None:
     """`ray.init` without the dashboard, for a command that starts its own session; kwargs go to `ray.init`.
 
     Where a cluster is already running (RAY_ADDRESS, or `ray start` on this node), `ray.init` joins it,
-    dashboard and all, and the hook is harmless there.
+    dashboard and all, and the hook is harmless there. A session started here keeps Ray's default token
+    authentication (a token in ~/.ray/auth_token, made on first use); a cluster that refuses this
+    process's token is a ConfigError that says how to get the right one.
     """
     import ray
 
-    ray.init(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
+    from trainables.schema import ConfigError
+
+    try:
+        ray.init(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
+    except ConnectionError as err:
+        if REFUSED_TOKEN not in f"{err} {err.__cause__}":
+            raise
+        raise ConfigError(
+            f"the Ray cluster at {os.environ.get('RAY_ADDRESS', 'this node')} refused this client's token (none, or "
+            "another cluster's). Fetch the cluster's token and point Ray at it: RAY_AUTH_MODE=token "
+            "RAY_AUTH_TOKEN_PATH=<file> (docs/cluster.md, Authentication); on the cluster's head it is "
+            "~/.ray/auth_token") from None
