@@ -96,8 +96,6 @@ def lively_model_dir(tmp_path_factory, char_tokenizer) -> Path:
     return out
 
 
-# What Ray's GCS answers a client whose token is missing or wrong (the client then gives up connecting).
-REFUSED_BY_AUTH = "InvalidAuthToken: Authentication token is missing or incorrect"
 AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REFUSED_BY_AUTH, client_env, free_port, join_ray
+from conftest import client_env, free_port, join_ray
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN = REPO / "cluster.local.yaml"
@@ -302,6 +302,8 @@ def ray_cli(template: str, rehearsal: dict, retry_on: str | None = None, timeout
 def assert_only_the_token_gets_in(rehearsal: dict) -> None:
     """A client without the cluster's token, or with a wrong one, is refused by the job API and by
     `ray.init(address=...)` with Ray's authentication error; the same client with the token is let in."""
+    from trainables.local_ray import REFUSED_TOKEN
+
     values, empty_home = rehearsal["values"], rehearsal["log_dir"] / "client-home"
     empty_home.mkdir(exist_ok=True)
     gcs, jobs = f"127.0.0.1:{values['gcs_port']}", f"http://127.0.0.1:{values['dashboard_port']}"
@@ -314,7 +316,7 @@ def assert_only_the_token_gets_in(rehearsal: dict) -> None:
         assert listed.returncode != 0 and re.search(r"Unauthorized|401|authenticat", said, re.I), (client, said[-2000:])
         joined = join_ray(gcs, env)
         said = joined.stdout + joined.stderr
-        assert "joined" not in joined.stdout and REFUSED_BY_AUTH in said, (client, said[-2000:])
+        assert "joined" not in joined.stdout and REFUSED_TOKEN in said, (client, said[-2000:])
     with_token = client_env(empty_home, RAY_AUTH_MODE="token",
                             RAY_AUTH_TOKEN_PATH=str(Path.home() / ".ray" / "auth_token"))
     assert subprocess.run(job_list, env=with_token, capture_output=True, timeout=180).returncode == 0

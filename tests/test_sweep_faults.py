@@ -203,14 +203,15 @@ def _assert_a_client_without_the_token_cannot_join(ray_tmp: Path, empty_home: Pa
     """The local Ray a sweep started refuses a client with no token; the token in ~/.ray lets one in."""
     import ray
 
-    from tests.conftest import REFUSED_BY_AUTH, client_env, join_ray
+    from tests.conftest import client_env, join_ray
+    from trainables.local_ray import REFUSED_TOKEN
 
     # The session's GCS port, as Ray records it in its session folder; the GCS listens on the node's address.
     [port_file] = list(ray_tmp.rglob("session_latest/gcs_server_port_*"))
     address = f"{ray.util.get_node_ip_address()}:{port_file.read_text().strip()}"
     empty_home.mkdir()
     refused = join_ray(address, client_env(empty_home))
-    assert "joined" not in refused.stdout and REFUSED_BY_AUTH in refused.stderr, refused.stderr[-2000:]
+    assert "joined" not in refused.stdout and REFUSED_TOKEN in refused.stderr, refused.stderr[-2000:]
     token = Path.home() / ".ray" / "auth_token"  # Ray made it when the sweep started its session
     joined = join_ray(address, client_env(empty_home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token)))
     assert "joined" in joined.stdout, joined.stderr[-2000:]

@@ -32,7 +32,8 @@ def drop_unreachable_state_api_warnings() -> None:
     logging.getLogger(CLEANER_LOGGER).addFilter(_DropUnreachableStateApi())
 
 
-# What Ray's GCS answers a client that presents no token, or the wrong one, for a cluster with token auth.
+# What Ray's GCS answers a client that presents no token, or the wrong one, for a cluster with token auth
+# ("Unauthenticated: RPC error: InvalidAuthToken: Authentication token is missing or incorrect", Ray 2.60).
 REFUSED_TOKEN = "InvalidAuthToken"
 
 
