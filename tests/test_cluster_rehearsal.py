@@ -48,7 +48,7 @@ MLFLOW_SERVER = ("mlflow server --host 127.0.0.1 --port {mlflow_port} --backend-
                  "--artifacts-destination s3://safetytax/mlflow-artifacts --workers 1")
 JOB_SUBMIT = ("ray job submit --address http://127.0.0.1:{dashboard_port} --submission-id {job_id} --no-wait -- "
               "safetytax sweep {repo}/sweeps/tiny.yaml name=rehearsal num_samples=2 population_size=2 initial_points=[] "
-              "max_concurrent_trials=1 search_space.data.size.choice=[30,60] search_space.train.epochs.int=[10,12] "
+              "max_concurrent_trials=1 search_space.data.size.choice=[30,60] search_space.train.epochs.int=[20,24] "
               "base.train.save_every_epoch=true base.scaling.num_workers=1 'base.scaling.resources_per_worker={{CPU: 1, gpu8_h100: 1}}' "
               "'evaluation.resources_per_replica={{gpu1_h100: 1}}' evaluation.limit=20 evaluation.cache_dir=null "
               "evaluation.http_port={serve_port} "
