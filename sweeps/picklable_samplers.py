@@ -40,5 +40,13 @@ class TPESampler(_LocksRecreatedOnUnpickle, optuna.samplers.TPESampler):
     """Multi-objective TPE, picklable."""
 
 
+class GPSampler(_LocksRecreatedOnUnpickle, optuna.samplers.GPSampler):
+    """The Gaussian-process sampler, picklable."""
+
+
+class RandomSampler(_LocksRecreatedOnUnpickle, optuna.samplers.RandomSampler):
+    """Random search, picklable."""
+
+
 class GridSampler(_LocksRecreatedOnUnpickle, optuna.samplers.GridSampler):
     """The grid, picklable."""

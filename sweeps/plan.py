@@ -49,15 +49,13 @@ def _gib(num_bytes: float) -> str:
 
 def search_lines(spec: SweepSpec) -> list[str]:
     """Return the plan's lines on the search: sampler, trials, concurrency, each searched field, and the grid."""
-    sampler = {"nsga2": f"NSGA-II (population {spec.population_size or 50})",
-               "tpe": f"multi-objective TPE ({spec.startup_trials or 10} random trials first)",
-               "grid": "grid (Optuna's GridSampler)"}[spec.sampler]
+    choice = spec.sampler_choice()
     runs = ""
     if spec.replicates > 1:
         runs = (f", each trained and scored with {spec.replicates} training seeds (train.seed {spec.base.train.seed} "
                 f"to {spec.base.train.seed + spec.replicates - 1}): {spec.num_samples * spec.replicates} training "
                 "runs and evaluations")
-    lines = [f"sampler: {sampler}, seed {spec.seed}",
+    lines = [f"sampler: {choice.describe()}, seed {spec.seed}" + (f"; {choice.reason}" if spec.sampler == "auto" else ""),
              f"{_count(spec.num_samples, 'trial')}, at most {spec.max_concurrent_trials} at once{runs}",
              "objectives: " + ", ".join(f"{o.name} {o.direction}" for o in spec.objectives),
              "search space:"]

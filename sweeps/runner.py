@@ -118,9 +118,10 @@ def _open_parent(client, spec: SweepSpec, experiment_id: str, resume: bool, spec
                               f"with another name")
         client.update_run(found.info.run_id, status="RUNNING")
         return found.info.run_id
+    choice = spec.sampler_choice()
     run = tracking.start_sweep_run(client, experiment_id, spec.experiment_path, run_name=f"sweep-{spec.name}",
                                    tags={"objectives": ", ".join(f"{o.name} {o.direction}" for o in spec.objectives),
-                                         "sampler": spec.sampler})
+                                         "sampler": choice.describe(), "sampler_reason": choice.reason})
     tracking.log_params(client, run.info.run_id, spec_params)
     with tempfile.TemporaryDirectory() as tmp:
         resolved = Path(tmp) / "config.yaml"

@@ -37,16 +37,16 @@ def grid_values(space: dict[str, ParamSpec]) -> dict[str, list[Any]]:
 
 
 def build_sampler(spec: SweepSpec):
-    """Return the seeded Optuna sampler the spec names: NSGA-II, multi-objective TPE or a grid."""
+    """Return the seeded Optuna sampler the spec runs (`SweepSpec.sampler_choice`: auto resolved), picklable."""
     from sweeps import picklable_samplers as samplers
 
-    if spec.sampler == "nsga2":
-        options = {"population_size": spec.population_size} if spec.population_size else {}
-        return samplers.NSGAIISampler(seed=spec.seed, **options)
-    if spec.sampler == "tpe":
-        options = {"n_startup_trials": spec.startup_trials} if spec.startup_trials else {}
-        return samplers.TPESampler(seed=spec.seed, multivariate=True, **options)
-    return samplers.GridSampler(grid_values(spec.search_space), seed=spec.seed)
+    choice = spec.sampler_choice()
+    if choice.name == "grid":
+        return samplers.GridSampler(grid_values(spec.search_space), seed=spec.seed)
+    if choice.name == "tpe":
+        return samplers.TPESampler(seed=spec.seed, multivariate=True, **choice.options)
+    build = {"nsga2": samplers.NSGAIISampler, "gp": samplers.GPSampler, "random": samplers.RandomSampler}
+    return build[choice.name](seed=spec.seed, **choice.options)
 
 
 def build_searcher(spec: SweepSpec):

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from evaluators.config import EvalConfig
 from evaluators.metrics import HEADLINES
+from sweeps.sampler_choice import OPTUNA_POPULATION, SamplerChoice, choose_sampler
 from trainables.config import AlignConfig
 from trainables.schema import ConfigError, Strict, apply_overrides, build, read_yaml
 
@@ -244,14 +245,17 @@ class SweepSpec(Strict):
                                    "feasible or not, and `safetytax pareto` names the cheapest feasible trial (the "
                                    "feasible one with the highest reasoning_accuracy). The grid ignores them "
                                    "when sampling.")
-    sampler: Literal["nsga2", "tpe", "grid"] = Field("nsga2", description="Optuna sampler: nsga2 (NSGA-II), tpe "
-                                                     "(multi-objective TPE) or grid (every combination of choice/"
-                                                     "int values).")
+    sampler: Literal["auto", "gp", "tpe", "nsga2", "random", "grid"] = Field(
+        "auto", description="Optuna sampler: auto (chosen from num_samples, following the replays in "
+        "docs/benchmarks.md; the dry run and the parent run's tags say what it chose and why), gp (Gaussian "
+        "process, log expected hypervolume improvement), tpe (multi-objective TPE), nsga2 (NSGA-II), random, or "
+        "grid (every combination of choice/int values).")
     seed: int = Field(0, description="Seed of the sampler, so the same spec proposes the same trials.")
     population_size: int | None = Field(None, ge=2, description="NSGA-II population (trials per generation); null "
-                                        "uses Optuna's 50. Keep it below num_samples so evolution happens.")
-    startup_trials: int | None = Field(None, ge=1, description="TPE: random trials before the model-based ones; "
-                                       "null uses Optuna's 10.")
+                                        "uses Optuna's 50. Its first generation is random, so num_samples must be at "
+                                        "least twice the population.")
+    startup_trials: int | None = Field(None, ge=1, description="gp and tpe: random trials before the model-based "
+                                       "ones; null uses Optuna's 10, and auto a quarter of num_samples (2 to 10).")
     num_samples: int = Field(8, ge=1, description="Trials to run (for grid: at most the number of grid points).")
     initial_points: list[dict[str, Any]] = Field(default_factory=list, description="Points tried first, before "
                                                  "the sampler proposes any (Tune's points_to_evaluate), e.g. "
@@ -313,9 +317,17 @@ class SweepSpec(Strict):
             if self.num_samples > grid:
                 raise ValueError(f"num_samples: {self.num_samples} trials asked for, but the grid has only {grid} "
                                  "points; lower num_samples or add values")
+        if self.sampler == "nsga2":
+            population = self.population_size or OPTUNA_POPULATION
+            if self.num_samples < 2 * population:
+                fix = (f"set population_size to at most {self.num_samples // 2}, " if self.num_samples >= 4 else "")
+                raise ValueError(f"population_size: NSGA-II's first generation of {population} trials is random, and "
+                                 f"num_samples={self.num_samples} leaves {max(0, self.num_samples - population)} bred "
+                                 f"trials, less than one generation; {fix}raise num_samples to {2 * population}, or "
+                                 "use sampler=auto")
         if self.initial_points and self.sampler == "grid":
             raise ValueError("initial_points: the grid sampler tries every point itself; drop them "
-                             "(initial_points=[]) or use nsga2 or tpe")
+                             "(initial_points=[]) or use another sampler")
         return self
 
     @property
@@ -330,6 +342,10 @@ class SweepSpec(Strict):
     def experiment_path(self) -> str:
         """Return where Tune keeps this sweep's state: storage_path/name."""
         return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    def sampler_choice(self) -> SamplerChoice:
+        """Return the sampler this sweep runs, with its options and the reason (auto's choice, or the spec's)."""
+        return choose_sampler(self.sampler, self.num_samples, self.population_size, self.startup_trials)
 
     def parsed_constraints(self) -> list[Constraint]:
         return [Constraint.parse(text) for text in self.constraints]

@@ -36,6 +36,6 @@ def test_embedded_default_matches_the_issue():
     assert spec.base.finetune == "lora"
     assert {"tiny-arith", "tiny-harmful", "tiny-xstest"} <= set(spec.evaluation.benchmarks)
     assert spec.evaluation.judge == "refusal-patterns"
-    assert spec.sampler == "nsga2" and spec.num_samples >= 8
+    assert spec.sampler == "auto" and spec.initial_points == [] and spec.num_samples >= 8
     assert {"data.size", "train.learning_rate", "train.epochs", "reasoning_mix"} <= set(spec.search_space)
     assert spec.directions() == {"harmful_score": "min", "reasoning_accuracy": "max"}

@@ -9,10 +9,10 @@ from sweeps.search_space import build_searcher, tune_param_space
 from sweeps.spec import TINY_SPEC, load_spec
 
 
-@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "grid"])
+@pytest.mark.parametrize("sampler", ["auto", "gp", "random", "nsga2", "tpe", "grid"])
 def test_the_searcher_pickles_and_the_restored_one_keeps_suggesting(tmp_path, sampler):
     spec = load_spec(TINY_SPEC, [
-        "name=pickled", f"optuna.storage=sqlite:///{tmp_path}/optuna.db", f"sampler={sampler}", "num_samples=4",
+        "name=pickled", f"optuna.storage=sqlite:///{tmp_path}/optuna.db", f"sampler={sampler}", "num_samples=4", "population_size=2",
         "search_space={data.size: {choice: [15, 30]}, train.epochs: {int: [1, 2]}}", "initial_points=[]"])
     searcher = build_searcher(spec)
     searcher.set_search_properties(None, None, tune_param_space(spec.search_space))  # as the Tuner does

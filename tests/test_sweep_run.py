@@ -84,7 +84,7 @@ def test_three_trial_sweep_on_the_tiny_lrm(tmp_path, monkeypatch):
     ensure_tiny_lrm()  # built once per machine (minutes), then cached
     monkeypatch.chdir(tmp_path)
     spec = load_spec(TINY_SPEC, [
-        *store_overrides(tmp_path, "tiny-test"), "num_samples=3", "population_size=2", "max_concurrent_trials=2",
+        *store_overrides(tmp_path, "tiny-test"), "num_samples=3", "max_concurrent_trials=2",
         "base.train.max_steps=4", "evaluation.limit=12", "evaluation.generation.max_new_tokens=96"])
 
     outcome = run_sweep(spec, verbose=0)

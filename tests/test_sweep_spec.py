@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import ray
@@ -59,16 +60,18 @@ def test_a_grid_cannot_ask_for_more_trials_than_points():
 def test_initial_points_reach_optuna_first_and_a_grid_refuses_them():
     from sweeps.search_space import build_searcher
 
-    spec = spec_with()
-    assert spec.initial_points[3] == {"data.size": 60, "train.learning_rate": 2.0e-3, "train.epochs": 4,
+    points = "initial_points=[{data.size: 60, train.learning_rate: 2.0e-3, train.epochs: 4, reasoning_mix: 0.3}]"
+    assert spec_with().initial_points == []  # the embedded default finds its front with the sampler alone
+    spec = spec_with(points)
+    assert spec.initial_points[0] == {"data.size": 60, "train.learning_rate": 2.0e-3, "train.epochs": 4,
                                       "reasoning_mix": 0.3}
     assert build_searcher(spec)._points_to_evaluate == spec.initial_points
-    assert spec_with("num_samples=2").num_samples == 2  # fewer trials than points: the first ones are tried
+    assert spec_with(points, "num_samples=1").num_samples == 1  # fewer trials than points: the first ones are tried
     with pytest.raises(ConfigError, match=r"initial_points: the grid sampler tries every point itself"):
         spec_with("sampler=grid", "num_samples=2", "search_space={data.size: {choice: [15, 60]}}",
                   "initial_points=[{data.size: 60}]")
     with pytest.raises(ConfigError, match=r"initial_points.0: reasoning_mix is not searched .* initial_points=\[\]"):
-        spec_with("search_space.reasoning_mix=null")
+        spec_with(points, "search_space.reasoning_mix=null")
 
 
 def test_overrides_merge_into_dotted_search_space_keys():
@@ -136,8 +139,11 @@ def test_search_space_reaches_optuna_with_the_same_ranges():
 def test_samplers_are_seeded():
     import optuna
 
-    nsga = build_sampler(spec_with("population_size=4"))
+    nsga = build_sampler(spec_with("sampler=nsga2", "population_size=4"))
     assert isinstance(nsga, optuna.samplers.NSGAIISampler)
+    assert isinstance(build_sampler(spec_with("sampler=random")), optuna.samplers.RandomSampler)
+    gp = build_sampler(spec_with("sampler=gp", "startup_trials=3"))
+    assert isinstance(gp, optuna.samplers.GPSampler)
     tpe = build_sampler(spec_with("sampler=tpe", "startup_trials=3"))
     assert isinstance(tpe, optuna.samplers.TPESampler)
     grid_spec = spec_with("sampler=grid", "initial_points=[]", "num_samples=3", "search_space={train.epochs: {int: [1, 3]}}")
@@ -150,7 +156,36 @@ def test_samplers_are_seeded():
                          "train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
         return [study.ask(distributions).params for _ in range(3)]
 
-    assert proposals(build_sampler(spec_with("seed=7"))) == proposals(build_sampler(spec_with("seed=7")))
+    for sampler in ("auto", "nsga2", "tpe", "random"):
+        options = [f"sampler={sampler}", "seed=7", *(["population_size=4"] if sampler == "nsga2" else [])]
+        assert proposals(build_sampler(spec_with(*options))) == proposals(build_sampler(spec_with(*options)))
+
+
+def test_auto_picks_the_sampler_from_the_budget_and_says_why():
+    import optuna
+
+    small = spec_with("num_samples=8")
+    assert small.sampler == "auto"
+    choice = small.sampler_choice()
+    assert choice.name == "gp" and choice.options == {"n_startup_trials": 2}
+    assert "auto: 8 trials" in choice.reason
+    assert isinstance(build_sampler(small), optuna.samplers.GPSampler)
+    assert spec_with("num_samples=32").sampler_choice().options == {"n_startup_trials": 8}
+    assert spec_with("num_samples=32", "startup_trials=5").sampler_choice().options == {"n_startup_trials": 5}
+    large = spec_with("num_samples=400").sampler_choice()
+    assert large.name == "tpe" and "over 200" in large.reason
+    assert spec_with("sampler=nsga2", "population_size=4").sampler_choice().reason == "named in the spec"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sampler=nsga2"], "first generation of 50 trials is random, and num_samples=8 leaves 0 bred trials, less than "
+                        "one generation; set population_size to at most 4, raise num_samples to 100"),
+    (["sampler=nsga2", "population_size=6"], "set population_size to at most 4, raise num_samples to 12"),
+    (["sampler=nsga2", "population_size=2", "num_samples=3"], "raise num_samples to 4, or use sampler=auto"),
+])
+def test_an_nsga2_population_the_budget_cannot_breed_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        spec_with(*overrides)
 
 
 def test_logged_params_hold_no_secrets_and_rebuild_the_layout():
