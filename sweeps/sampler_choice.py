@@ -49,9 +49,16 @@ def auto_startup_trials(num_samples: int) -> int:
 
 
 def choose_sampler(sampler: str, num_samples: int, population_size: int | None = None,
-                   startup_trials: int | None = None) -> SamplerChoice:
-    """Return the sampler a sweep runs: `sampler` as named (with the spec's options), or auto's choice."""
+                   startup_trials: int | None = None, discrete_points: int | None = None) -> SamplerChoice:
+    """Return the sampler a sweep runs: `sampler` as named (with the spec's options), or auto's choice.
+
+    `discrete_points` is the size of the search space when every field is a choice or int (None otherwise).
+    """
     if sampler == "auto":
+        if discrete_points is not None and discrete_points <= num_samples:
+            return SamplerChoice("grid", {}, f"auto: the search space has {discrete_points} points and the sweep "
+                                             f"{num_samples} trials: the grid tries each point once, where a "
+                                             "sampler would repeat some")
         startup = startup_trials or auto_startup_trials(num_samples)
         if num_samples <= GP_MAX_TRIALS:
             return SamplerChoice("gp", {"n_startup_trials": startup},

@@ -241,10 +241,10 @@ class SweepSpec(Strict):
                                         "refusal_rate min as a third.")
     constraints: list[ConstraintText] = Field(default_factory=list, description="Feasibility bounds on reported headlines, "
                                    "e.g. [\"harmful_score <= 10\", \"reasoning_accuracy >= 50\"]. Optuna's samplers "
-                                   "(NSGA-II, TPE) prefer trials that meet them; tables and plots mark each trial "
+                                   "(GP, NSGA-II, TPE) prefer trials that meet them; tables and plots mark each trial "
                                    "feasible or not, and `safetytax pareto` names the cheapest feasible trial (the "
-                                   "feasible one with the highest reasoning_accuracy). The grid ignores them "
-                                   "when sampling.")
+                                   "feasible one with the highest reasoning_accuracy). The grid and random "
+                                   "search ignore them when sampling.")
     sampler: Literal["auto", "gp", "tpe", "nsga2", "random", "grid"] = Field(
         "auto", description="Optuna sampler: auto (chosen from num_samples, following the replays in "
         "docs/benchmarks.md; the dry run and the parent run's tags say what it chose and why), gp (Gaussian "
@@ -325,8 +325,15 @@ class SweepSpec(Strict):
                                  f"num_samples={self.num_samples} leaves {max(0, self.num_samples - population)} bred "
                                  f"trials, less than one generation; {fix}raise num_samples to {2 * population}, or "
                                  "use sampler=auto")
-        if self.initial_points and self.sampler == "grid":
-            raise ValueError("initial_points: the grid sampler tries every point itself; drop them "
+        points = discrete_points(self.search_space)
+        if self.sampler == "auto" and points is not None and self.num_samples > points:
+            raise ValueError(f"num_samples: the search space has only {points} points (every searched field is a "
+                             f"choice or int), so {self.num_samples} trials would repeat points, and a repeat only "
+                             f"reuses the earlier result; set num_samples={points} (auto then runs the grid), or "
+                             "fewer")
+        if self.initial_points and self.sampler_choice().name == "grid":
+            chosen = "" if self.sampler == "grid" else f" ({self.sampler_choice().reason})"
+            raise ValueError(f"initial_points: the grid sampler tries every point itself{chosen}; drop them "
                              "(initial_points=[]) or use another sampler")
         return self
 
@@ -345,7 +352,8 @@ class SweepSpec(Strict):
 
     def sampler_choice(self) -> SamplerChoice:
         """Return the sampler this sweep runs, with its options and the reason (auto's choice, or the spec's)."""
-        return choose_sampler(self.sampler, self.num_samples, self.population_size, self.startup_trials)
+        return choose_sampler(self.sampler, self.num_samples, self.population_size, self.startup_trials,
+                              discrete_points(self.search_space))
 
     def parsed_constraints(self) -> list[Constraint]:
         return [Constraint.parse(text) for text in self.constraints]
@@ -384,6 +392,13 @@ def nest_search_space(space: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
+
+
+def discrete_points(space: dict[str, ParamSpec]) -> int | None:
+    """Return the number of points of a space whose every field is a choice or int, or None when a range is a float."""
+    if any(param.kind not in ("choice", "int") for param in space.values()):
+        return None
+    return grid_points(space)
 
 
 def grid_points(space: dict[str, ParamSpec]) -> int:
