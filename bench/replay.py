@@ -162,16 +162,25 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _quantile(ordered: list[float], q: float) -> float:
+    """Return the q-quantile of sorted values, interpolated between neighbours; inf when a neighbour is inf."""
+    position = q * (len(ordered) - 1)
+    low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
+    if math.isinf(low) or math.isinf(high):
+        return math.inf
+    return low + (high - low) * (position - math.floor(position))
+
+
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
     ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0], ordered[0], ordered[0]
-    q1, q2, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
-    return q1, q2, q3
+    return _quantile(ordered, 0.25), _quantile(ordered, 0.5), _quantile(ordered, 0.75)
 
 
-def _show(value: float, budget: int, digits: int = 0) -> str:
-    return f">{budget}" if math.isinf(value) else f"{value:.{digits}f}"
+def _show(value: float, budget: int | None, digits: int = 0) -> str:
+    """Return a count or a compute for a table cell; one never reached reads ">BUDGET" (trials) or "never"."""
+    if math.isinf(value):
+        return f">{budget}" if budget is not None else "never"
+    return f"{value:.{digits}f}"
 
 
 def summarize(name: str, replays: list[Replay], trials: int) -> list[str]:
@@ -187,7 +196,7 @@ def summarize(name: str, replays: list[Replay], trials: int) -> list[str]:
         q1, q2, q3 = _quartiles([r.trials_to(target) for r in replays])
         cells.append(f"{_show(q2, trials)} [{_show(q1, trials)}–{_show(q3, trials)}]")
     for target in TARGETS:
-        cells.append(_show(statistics.median(r.compute_to(target) for r in replays), trials))
+        cells.append(_show(_quartiles([r.compute_to(target) for r in replays])[1], None))
     cells.append(f"{statistics.mean(r.repeats for r in replays):.1f}")
     cells.append(f"{statistics.mean(r.seconds for r in replays):.1f}")
     return cells

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from bench.grid_table import GridPoint, GridTable, item_letters
-from bench.replay import Replay, Snapper, replay_once, replay_spec, table_front_volume
+from bench.replay import Replay, Snapper, _quartiles, replay_once, replay_spec, table_front_volume
 
 SPACE_OVERRIDES = ["initial_points=[]",
                    "search_space={train.learning_rate: {loguniform: [1.0e-3, 4.0e-3]}, reasoning_mix: {uniform: [0.1, 0.3]}}"]
@@ -77,6 +77,10 @@ def test_trials_and_compute_to_a_target_are_read_off_the_curve():
     assert replay.trials_to(0.95) == 5 and replay.compute_to(0.95) == 50
     assert math.isinf(replay.trials_to(0.99)) and math.isinf(replay.compute_to(0.99))
     assert replay.fraction_at(4) == 0.91 and replay.fraction_at(32) == 0.97
+    # Quartiles over replays, some of which never reach the target: the median stays finite while most reach it.
+    assert _quartiles([1, 2, 3, 4, 5]) == (2, 3, 4)
+    assert _quartiles([4, 8, 12, math.inf, math.inf])[:2] == (8, 12)
+    assert math.isinf(_quartiles([4, math.inf, math.inf, math.inf, math.inf])[1])
 
 
 @pytest.mark.parametrize("sampler", ["random", "gp", "tpe"])

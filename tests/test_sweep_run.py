@@ -102,6 +102,9 @@ def test_three_trial_sweep_on_the_tiny_lrm(tmp_path, monkeypatch):
 
     # The parent: resolved config, the base model's point, the front's artifacts and hypervolume.
     assert parent.data.params["base.model"] == "tiny://lrm"
+    # What auto chose for 3 trials, and why, where a reviewer of the run finds it.
+    assert parent.data.tags["sampler"] == "Gaussian process (GPSampler, log EHVI) (2 random trials first)"
+    assert parent.data.tags["sampler_reason"].startswith("auto: 3 trials")
     lr_low, lr_high = spec.search_space["train.learning_rate"].loguniform
     assert json.loads(parent.data.params["search_space.train.learning_rate.loguniform"]) == [lr_low, lr_high]
     for name in ("harmful_score", "reasoning_accuracy"):
