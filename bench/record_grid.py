@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"record_grid: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else RESULTS / f"grid_{spec.name}_seed{args.seed}.json"
+    commit = _git_commit()  # the code that runs the trials, before anything can change it
     with tempfile.TemporaryDirectory(prefix="record-grid-") as tmp:
         workdir = Path(args.workdir or tmp).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     table = GridTable(
         about={"command": "python -m bench.record_grid " + " ".join(argv if argv is not None else sys.argv[1:]),
                "spec": args.spec or "sweeps/tiny.yaml", "overrides": args.overrides, "model": grid_spec.base.model, "seed": args.seed,
-               "recorded": datetime.date.today().isoformat(), "commit": _git_commit(),
+               "recorded": datetime.date.today().isoformat(), "commit": commit,
                "sweep_seconds": round(time.monotonic() - started, 1),
                "versions": {name: metadata.version(name) for name in ("torch", "transformers", "peft", "ray", "optuna")}},
         space={path: _space_entry(param) for path, param in spec.search_space.items()},

@@ -22,6 +22,7 @@ evaluated items) needed to reach 90% and 95%.
 from __future__ import annotations
 
 import argparse
+import json
 import heapq
 import math
 import statistics
@@ -246,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in args.samplers.split(","):
             try:
-                specs = [replay_spec(spec_path, [*table.about.get("overrides", []), *args.overrides], name, seed, args.trials,
+                # The space the table recorded, whatever the spec file holds today.
+                recorded = [*table.about.get("overrides", []), "search_space=" + json.dumps(table.space)]
+                specs = [replay_spec(spec_path, [*recorded, *args.overrides], name, seed, args.trials,
                                      args.concurrency) for seed in range(args.replays)]
             except ConfigError as err:
                 print(f"  {name}: not replayed: {err}", flush=True)
