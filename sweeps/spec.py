@@ -246,8 +246,8 @@ class SweepSpec(Strict):
                                    "feasible one with the highest reasoning_accuracy). The grid and random "
                                    "search ignore them when sampling.")
     sampler: Literal["auto", "gp", "tpe", "nsga2", "random", "grid"] = Field(
-        "auto", description="Optuna sampler: auto (chosen from num_samples, following the replays in "
-        "docs/benchmarks.md; the dry run and the parent run's tags say what it chose and why), gp (Gaussian "
+        "auto", description="Optuna sampler: auto (chosen from the search space and num_samples, following the "
+        "replays in docs/benchmarks.md; the dry run and the parent run's tags say what it chose and why), gp (Gaussian "
         "process, log expected hypervolume improvement), tpe (multi-objective TPE), nsga2 (NSGA-II), random, or "
         "grid (every combination of choice/int values).")
     seed: int = Field(0, description="Seed of the sampler, so the same spec proposes the same trials.")
