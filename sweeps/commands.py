@@ -83,12 +83,19 @@ def sweep_command(args: argparse.Namespace) -> int:
     outcome = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)
     print(front_table(outcome.trials, outcome.front, spec.directions(), list(spec.search_space), outcome.base))
     print(describe_target(outcome.trials, outcome.base))
-    print(describe_cheapest(outcome.trials, spec.parsed_constraints()))
+    cheapest = describe_cheapest(outcome.trials, spec.parsed_constraints())
+    if cheapest:
+        print(cheapest)
     print(describe_time(outcome.trials))
     print(f"hypervolume: {outcome.hypervolume:.1f} (reference "
           + ", ".join(f"{k}={v:g}" for k, v in spec.reference_point().items()) + ")")
     print(f"plot: {outcome.plot}")
-    print(f"runs: mlflow ui --backend-store-uri {outcome.tracking_uri}  (experiment {spec.experiment_name})")
+    from sweeps.tracking import run_link
+
+    if not outcome.tracking_uri.startswith(("http://", "https://")):
+        print(f"runs: mlflow ui --backend-store-uri {outcome.tracking_uri} --host 127.0.0.1 --port 5000")
+    print(f"the sweep's run: {run_link(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}  "
+          f"(experiment {spec.experiment_name})")
     if spec.optuna.storage:
         from sweeps.tracking import redact_uri
 
@@ -127,7 +134,9 @@ def pareto_command(args: argparse.Namespace) -> int:
     print(f"sweep run {parent.info.run_id} ({parent.info.run_name}, {parent.info.status})")
     print(front_table(trials, front, layout.directions, layout.searched, base))
     print(describe_target(trials, base))
-    print(describe_cheapest(trials, layout.constraints))
+    cheapest = describe_cheapest(trials, layout.constraints)
+    if cheapest:
+        print(cheapest)
     print(describe_time(trials))
     plot = tracking.artifact_local_path(client, parent.info.run_id, PLOT_PNG)
     if plot is None or parent.info.status == "RUNNING":
@@ -135,4 +144,5 @@ def pareto_command(args: argparse.Namespace) -> int:
         plot = front_png(trials, front, layout.directions, Path.cwd() / f"pareto_front-{experiment}.png",
                          base=base, title=f"{experiment} (in progress)", target=target_bounds(base))
     print(f"plot: {plot}")
+    print(f"the sweep's run: {tracking.run_link(resolved, found.experiment_id, parent.info.run_id)}")
     return 0

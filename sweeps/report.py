@@ -107,9 +107,14 @@ def cheapest_feasible(trials: list[dict]) -> int | None:
                default=None)
 
 
-def describe_cheapest(trials: list[dict], constraints: list[Constraint]) -> str:
-    """Return one line naming the cheapest feasible trial and its readings, or saying that none is feasible."""
-    bounds = " and ".join(map(str, constraints)) if constraints else "no constraints"
+def describe_cheapest(trials: list[dict], constraints: list[Constraint]) -> str | None:
+    """Return one line naming the cheapest feasible trial and its readings, or saying that none is feasible.
+
+    None without constraints: every trial is then "feasible", and the line would only name the least-aligned one.
+    """
+    if not constraints:
+        return None
+    bounds = " and ".join(map(str, constraints))
     best = cheapest_feasible(trials)
     if best is None:
         return f"cheapest feasible trial ({bounds}): none is feasible"
@@ -273,7 +278,7 @@ def describe_sweep(client, parent_run_id: str, layout: SweepLayout, trials: list
     lines = [f"**Pareto front**: {len(front)} of {finished} finished trials ({len(trials)} in all). Plots: the "
              f"artifacts `{PLOT_HTML}` (interactive) and `{PLOT_PNG}`; the front's trials and their settings: "
              f"`{FRONT_CSV}`; the child runs on it carry the tag `{tracking.PARETO_TAG}=true`.",
-             "", describe_cheapest(trials, layout.constraints) + ".",
+             *(["", cheapest + "."] if (cheapest := describe_cheapest(trials, layout.constraints)) else []),
              "", describe_target(trials, base) + "."]
     if study:
         lines += ["", f"Optuna's own view of the search: `optuna-dashboard {study}`."]

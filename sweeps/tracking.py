@@ -48,6 +48,24 @@ def resolve_tracking_uri(uri: str) -> str:
     return uri
 
 
+# Where `mlflow ui` serves by default; the README starts it on this address.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Return the address of a run's page in MLflow's UI: the tracking server's, or `mlflow ui`'s for a local store.
+
+    A run's own page opens as a training run (parameters, metrics, artifacts), whatever view a fresh
+    browser would pick for the experiment.
+    """
+    base = LOCAL_UI
+    if tracking_uri.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(tracking_uri)  # no user:password in a printed link: the browser asks
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        base = urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def redact_uri(uri: str) -> str:
     """Return `uri` without a password in its user-info part."""
     parts = urllib.parse.urlsplit(uri)

@@ -114,6 +114,10 @@ def test_pareto_command_prints_the_front_and_the_plot_path(store, capsys, tmp_pa
     assert "yes" in t4.split() and "1 collapsed (mostly incoherent replies)" in out
     plot_line = next(line for line in out.splitlines() if line.startswith("plot: "))
     assert (tmp_path / plot_line[len("plot: "):].strip()).is_file()
+    # The last line opens the parent run's own page; with no constraints, no line names a "feasible" trial.
+    assert out.splitlines()[-1] == (f"the sweep's run: http://127.0.0.1:5000/#/experiments/"
+                                    f"{client.get_experiment_by_name('report-test').experiment_id}/runs/{parent_id}")
+    assert "feasible" not in out
 
     assert main(["pareto", "--experiment", "nope", "--tracking-uri", uri]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
@@ -191,3 +195,11 @@ def test_progress_line_of_a_finished_trial_shows_its_intervals_and_collapse(caps
     line = capsys.readouterr().out.strip()
     assert line.startswith("[1/2] trial t3 finished: harmful_score=70.8 [50.8–85.1], reasoning_accuracy=8.0")
     assert "(collapsed: mostly incoherent replies)" in line and "data.size=60" in line
+
+
+def test_a_tracking_server_link_keeps_its_host_and_drops_its_credentials():
+    from sweeps.tracking import run_link
+
+    assert run_link("https://user:hunter2@mlflow.example.com:8443/", "7", "abc") == (
+        "https://mlflow.example.com:8443/#/experiments/7/runs/abc")
+    assert run_link("sqlite:////tmp/mlflow.db", "1", "r") == "http://127.0.0.1:5000/#/experiments/1/runs/r"
