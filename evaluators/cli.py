@@ -88,8 +88,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """Run the `evaluate` subcommand and return its exit code (ConfigError propagates to the CLI's handler)."""
     cfg = config_from_args(args)
     from evaluators.service import EvaluatorService  # imports Ray and torch only once the input is valid
-    from trainables.tiny.lrm import ensure_tiny_paths
+    from trainables.tiny.lrm import ensure_tiny_paths, tiny_build_pending
 
+    if tiny_build_pending([args.model]):  # minutes of building follow: check the benchmarks and judges first
+        EvaluatorService.check_inputs(cfg)
     ensure_tiny_paths([args.model])  # builds the tiny LRM on first use, before Ray starts
     with EvaluatorService(cfg, args.model) as service:
         result = service.evaluate(adapter=args.adapter, out_dir=args.out_dir)

@@ -63,10 +63,7 @@ class EvaluatorService:
         self.base_model = base_model
         # Fail on bad input now, before Ray starts or a model loads: every benchmark's data is read and checked.
         self._samples: dict[tuple[str, int | None], list] = {}
-        for name in cfg.benchmarks:
-            self._load_samples(get_benchmark(name, _data_dir(cfg)), cfg.limit)
-        for judge in cfg.judge_names():
-            judge_entry(judge).check_options(cfg.options_for(judge))
+        self.check_inputs(cfg, self._load_samples)
         self._resolve(base_model)  # a model that cannot load fails here; start() resolves it for use
         self.base_source: str | None = None  # set by start(): also the mark that Serve runs
         self.base_digest: str | None = None  # hashed once in start(); trials get it with their copy
@@ -75,6 +72,18 @@ class EvaluatorService:
         self.judge_apps: dict[str, str] = {}  # served judge -> its Serve app
         self._owns_ray = False
         self._tokenizers: dict = {}
+
+    @staticmethod
+    def check_inputs(cfg: EvalConfig, load=None) -> None:
+        """Raise ConfigError when a benchmark's data or a judge's options are bad; no model is needed.
+
+        Entry points call it before a tiny LRM build; the service calls it with `load` keeping the samples.
+        """
+        for name in cfg.benchmarks:
+            benchmark = get_benchmark(name, _data_dir(cfg))
+            load(benchmark, cfg.limit) if load else benchmark.load(cfg.limit)
+        for judge in cfg.judge_names():
+            judge_entry(judge).check_options(cfg.options_for(judge))
 
     def _load_samples(self, benchmark, limit: int | None) -> list:
         """Return a benchmark's samples, read once per service (trials get them with their copy)."""

@@ -68,7 +68,7 @@ def check_data(spec: SweepSpec) -> None:
     """
     import itertools
 
-    from trainables.data import load_examples, mix_reasoning
+    from trainables.data import training_examples
 
     largest: dict[str, Any] = {}
     sources: dict[str, list[Any]] = {}
@@ -85,9 +85,7 @@ def check_data(spec: SweepSpec) -> None:
         picked = dict(zip(sources, combination))
         cfg = apply_point(spec.base, {**largest, **picked}, spec.search_space)
         try:
-            examples = load_examples(cfg.data)
-            if cfg.reasoning_mix > 0:
-                mix_reasoning(examples, load_examples(cfg.reasoning_data), cfg.reasoning_mix, cfg.train.seed)
+            training_examples(cfg.data, cfg.reasoning_data, cfg.reasoning_mix, cfg.train.seed)
         except ConfigError as err:
             if not picked:
                 raise
@@ -291,17 +289,20 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
     check_study_storage(spec, resume)
     import ray
 
+    from evaluators.service import EvaluatorService
     from sweeps.plan import data_paths
-    from trainables.tiny.lrm import ensure_tiny_paths
+    from trainables.tiny.lrm import ensure_tiny_data, ensure_tiny_paths, tiny_build_pending
 
     ray_was_running = ray.is_initialized()
-    ensure_tiny_paths([spec.base.model, *data_paths(spec)])  # the only build: resolving never trains
+    tiny_paths = [spec.base.model, *data_paths(spec)]
+    ensure_tiny_data(tiny_paths)  # seconds: the generated data files, so the data can be checked now
+    check_data(spec)
+    if tiny_build_pending(tiny_paths):  # minutes of building follow: check the evaluation's inputs first
+        EvaluatorService.check_inputs(spec.evaluation)
+    ensure_tiny_paths(tiny_paths)  # the only build: resolving never trains
     service = None
     try:
-        from evaluators.service import EvaluatorService
-
         service = EvaluatorService(spec.evaluation, spec.base.model)  # reads every benchmark's data: seconds
-        check_data(spec)
         if not ray.is_initialized():
             init_local_ray(configure_logging=False)
         service.start()

@@ -120,3 +120,23 @@ def test_the_reasoning_pool_never_holds_a_pair_tiny_arith_scores_and_a_stale_poo
     before = (built_cache / "reasoning.jsonl").stat().st_mtime_ns
     lrm.ensure_tiny_paths(["tiny://reasoning.jsonl"])
     assert (built_cache / "reasoning.jsonl").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "search_space.data.size={choice: [15, 600]}"], r"data.size.*600"),
+    (["sweep", "base.reasoning_data.prompt_column=question"], r"column .question. not found"),
+    (["train", "trainables/configs/tiny_directrefusal.yaml", "data.size=600"], r"data.size.*600"),
+    (["evaluate", "--model", "tiny://lrm", "--benchmarks", "file:/no/such/file.jsonl#prompt"], r"/no/such/file.jsonl"),
+])
+def test_bad_input_is_reported_before_the_tiny_lrm_is_built(argv, message, tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from sweeps.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("SAFETYTAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    argv = [str(repo / word) if word.endswith(".yaml") else word for word in argv]
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not cache.is_built(0)  # nothing was built: the error came first

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables.config import AlignConfig
-from trainables.data import load_examples, mix_reasoning
+from trainables.data import training_examples
 from trainables.locations import resolve_model
 from trainables.schema import ConfigError
 from trainables.sft import Features, load_tokenizer, read_training_log, steps_per_epoch, tokenize_examples
@@ -66,9 +66,7 @@ class PreparedRun:
 def prepare_run(cfg: AlignConfig) -> PreparedRun:
     """Return the resolved model and tokenized data of `cfg`; raise ConfigError on bad input, before Ray starts."""
     model_path = resolve_model(cfg.model)  # a tiny:// model must be built already: see trainables.locations
-    examples = load_examples(cfg.data)
-    if cfg.reasoning_mix > 0:
-        examples = mix_reasoning(examples, load_examples(cfg.reasoning_data), cfg.reasoning_mix, cfg.train.seed)
+    examples = training_examples(cfg.data, cfg.reasoning_data, cfg.reasoning_mix, cfg.train.seed)
     try:
         tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
     except (OSError, ValueError) as err:

@@ -36,9 +36,13 @@ def train_command(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     from trainables.align import run_alignment  # imports torch and Ray only when a run starts
-    from trainables.tiny.lrm import ensure_tiny_paths
+    from trainables.data import training_examples
+    from trainables.tiny.lrm import ensure_tiny_data, ensure_tiny_paths
 
-    ensure_tiny_paths([cfg.model, cfg.data.path, cfg.reasoning_data.path if cfg.reasoning_data else None])
+    tiny_paths = [cfg.model, cfg.data.path, cfg.reasoning_data.path if cfg.reasoning_data else None]
+    ensure_tiny_data(tiny_paths)  # seconds; then the data is checked before the model is built (minutes)
+    training_examples(cfg.data, cfg.reasoning_data, cfg.reasoning_mix, cfg.train.seed)
+    ensure_tiny_paths(tiny_paths)
     result = run_alignment(cfg, progress=not args.quiet)
     losses = result.step_losses
     print(f"trained {result.finetune} on {result.num_examples} examples, {len(losses)} steps, "

@@ -84,6 +84,17 @@ def load_examples(source: DataSource) -> list[Example]:
     return examples
 
 
+def training_examples(data: DataSource, reasoning_data: DataSource | None, mix: float, seed: int) -> list[Example]:
+    """Return what a run trains on: `data`'s examples with `mix` of `reasoning_data`'s mixed in; ConfigError on bad input.
+
+    Entry points call it on their inputs before a tiny LRM build, and `align.prepare_run` before Ray starts.
+    """
+    examples = load_examples(data)
+    if mix > 0:
+        examples = mix_reasoning(examples, load_examples(reasoning_data), mix, seed)
+    return examples
+
+
 def mix_reasoning(safety: list[Example], reasoning: list[Example], fraction: float, seed: int) -> list[Example]:
     """Return the safety examples plus enough reasoning examples to make up `fraction` of the result, shuffled.
 

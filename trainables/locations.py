@@ -84,7 +84,7 @@ def check_model_location(model: str) -> None:
 
 
 def tiny_ready(path: str) -> bool:
-    """Return whether a `tiny://` path can be resolved now: its seed's LRM is built and its data file current."""
+    """Return whether a `tiny://` path can be resolved now: the model built, or the data file written and current."""
     cache.parse_tiny_path(path)  # a malformed path is an error, not "not ready"
     try:
         _tiny_file(path)
@@ -96,12 +96,16 @@ def tiny_ready(path: str) -> bool:
 def _tiny_file(path: str) -> Path:
     name, seed = cache.parse_tiny_path(path)
     build = f"`python -m trainables.tiny.lrm --seed {seed}`"
-    if not cache.is_built(seed):
-        raise ConfigError(f"{path}: the tiny LRM of seed {seed} is not built yet. The safetytax commands build it "
-                          f"before they start; to build it now, run {build} (a few minutes on 2 cores)")
     directory = cache.lrm_dir(seed)
     if name == "lrm":
+        if not cache.is_built(seed):
+            raise ConfigError(f"{path}: the tiny LRM of seed {seed} is not built yet. The safetytax commands build it "
+                              f"before they start; to build it now, run {build} (a few minutes on 2 cores)")
         return directory / "model"
+    # A generated data file is written in seconds, before the model: inputs are checked before any build.
+    if not (directory / name).is_file():
+        raise ConfigError(f"{path}: the tiny data of seed {seed} is not built yet. The safetytax commands write it "
+                          f"before they start; to write it now, run {build}")
     if not cache.data_file_current(directory, name):
         raise ConfigError(f"{path}: the cached file was written by an older version of its generator; run {build} "
                           "to rewrite it (the model is kept)")

@@ -103,19 +103,36 @@ def ensure_tiny_lrm(seed: int = SEED) -> Path:
     return directory / "model"
 
 
-def ensure_tiny_paths(paths) -> None:
-    """Build what the `tiny://` paths among `paths` need: each named seed's LRM, and any stale data file.
+def ensure_tiny_data(paths) -> None:
+    """Write the generated data files the `tiny://` paths among `paths` name (seconds; no model is built).
 
-    Entry points call this once, before Ray starts; other paths are left alone. A data file whose
-    generator changed since the cache was built is rewritten without rebuilding the model.
+    Entry points call this first, so that every input can be checked before `ensure_tiny_paths` builds.
     """
     for path in dict.fromkeys(p for p in paths if isinstance(p, str) and is_tiny(p)):
         name, seed = parse_tiny_path(path)
-        directory = ensure_tiny_lrm(seed).parent
+        directory = lrm_dir(seed)
         if name in DATA_FILES and not data_file_current(directory, name):
             with build_lock(directory):
                 if not data_file_current(directory, name):
+                    directory.mkdir(parents=True, exist_ok=True)
                     write_data_file(directory, name, seed)
+
+
+def ensure_tiny_paths(paths) -> None:
+    """Build what the `tiny://` paths among `paths` need: each named seed's LRM, and any stale data file.
+
+    Entry points call this once, before Ray starts and after checking their inputs; other paths are left
+    alone. A data file whose generator changed since the cache was built is rewritten without rebuilding
+    the model.
+    """
+    for path in dict.fromkeys(p for p in paths if isinstance(p, str) and is_tiny(p)):
+        ensure_tiny_lrm(parse_tiny_path(path)[1])
+    ensure_tiny_data(paths)
+
+
+def tiny_build_pending(paths) -> bool:
+    """Return whether `ensure_tiny_paths(paths)` would build a model (minutes), so inputs must be checked first."""
+    return any(isinstance(p, str) and is_tiny(p) and not is_built(parse_tiny_path(p)[1]) for p in paths)
 
 
 def _seed(text: str) -> int:
