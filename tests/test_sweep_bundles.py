@@ -32,6 +32,7 @@ def bundled(pairs, chain, *overrides, sizes="[4, 8]"):
     space = (f"search_space={{data: {{choice: {{refusals: {{path: {pairs}, format: pairs}}, "
              f"chain: {{path: {chain}, format: safechain}}}}}}, data.size: {{choice: {sizes}}}}}")
     return load_spec(TINY_SPEC, ["base.reasoning_data=null", "base.data.selection=first", "initial_points=[]", space,
+                                 "num_samples=4",  # the space has 4 points
                                  *overrides])
 
 
