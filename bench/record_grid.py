@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import subprocess
@@ -34,22 +35,22 @@ READINGS = ("harmful_score", "harmful_score_plus", "reasoning_accuracy", "refusa
 
 def grid_of(space: dict, levels: dict[str, int]) -> dict[str, list[Any]]:
     """Return {path: grid values} for a spec's search space (ParamSpec objects)."""
+    from sweeps.search_space import grid_values
+
     grid = {}
     for path, param in space.items():
-        if param.kind == "choice":
-            grid[path] = list(param.choice)
-        elif param.kind == "int":
-            grid[path] = list(range(param.int_range[0], param.int_range[1] + 1))
+        if param.kind in ("choice", "int"):
+            grid.update(grid_values({path: param}))
+            continue
+        low, high = param.loguniform if param.kind == "loguniform" else param.uniform
+        k = levels.get(path, DEFAULT_LEVELS[param.kind])
+        if k < 2:
+            raise SystemExit(f"--levels {path}={k}: a range needs at least 2 levels (its ends)")
+        if param.kind == "loguniform":
+            grid[path] = [float(f"{math.exp(math.log(low) + i * (math.log(high) - math.log(low)) / (k - 1)):.4g}")
+                          for i in range(k)]
         else:
-            low, high = param.loguniform if param.kind == "loguniform" else param.uniform
-            k = levels.get(path, DEFAULT_LEVELS[param.kind])
-            if k < 2:
-                raise SystemExit(f"--levels {path}={k}: a range needs at least 2 levels (its ends)")
-            if param.kind == "loguniform":
-                grid[path] = [float(f"{math.exp(math.log(low) + i * (math.log(high) - math.log(low)) / (k - 1)):.4g}")
-                              for i in range(k)]
-            else:
-                grid[path] = [round(low + i * (high - low) / (k - 1), 6) for i in range(k)]
+            grid[path] = [round(low + i * (high - low) / (k - 1), 6) for i in range(k)]
     return grid
 
 
@@ -106,14 +107,8 @@ def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, st
                   "seconds": {k[len(TIME_PREFIX):-2]: round(v, 3) for k, v in metrics.items()
                               if k.startswith(TIME_PREFIX)}},
             items=items_by_benchmark, trial_id=run.data.tags.get(tracking.TRIAL_ID_TAG, "")))
-    order = {tuple(values): i for i, values in enumerate(_product(grid))}
+    order = {tuple(values): i for i, values in enumerate(itertools.product(*grid.values()))}
     return sorted(points, key=lambda p: order.get(tuple(p.point[path] for path in grid), len(order)))
-
-
-def _product(grid: dict[str, list[Any]]):
-    import itertools
-
-    return itertools.product(*grid.values())
 
 
 def _typed(text: str, values: list[Any]) -> Any:

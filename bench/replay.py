@@ -107,8 +107,9 @@ def replay_spec(spec_path: str | None, overrides: list[str], sampler: str, seed:
     """Return the sweep spec a replay runs: the table's spec, with this sampler, seed, budget and concurrency."""
     from sweeps.spec import load_spec
 
-    return load_spec(spec_path, [*overrides, f"sampler={sampler}", f"seed={seed}", f"num_samples={trials}",
-                                 f"max_concurrent_trials={concurrency}", "optuna.storage=null"])
+    # The study lives in memory unless the overrides name a storage (a test reads the study back).
+    return load_spec(spec_path, ["optuna.storage=null", *overrides, f"sampler={sampler}", f"seed={seed}",
+                                 f"num_samples={trials}", f"max_concurrent_trials={concurrency}"])
 
 
 def replay_once(table: GridTable, spec, snapper: Snapper, total_volume: float) -> Replay:

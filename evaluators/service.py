@@ -79,9 +79,9 @@ class EvaluatorService:
 
         Entry points call it before a tiny LRM build; the service calls it with `load` keeping the samples.
         """
+        load = load or (lambda benchmark, limit: benchmark.load(limit))
         for name in cfg.benchmarks:
-            benchmark = get_benchmark(name, _data_dir(cfg))
-            load(benchmark, cfg.limit) if load else benchmark.load(cfg.limit)
+            load(get_benchmark(name, _data_dir(cfg)), cfg.limit)
         for judge in cfg.judge_names():
             judge_entry(judge).check_options(cfg.options_for(judge))
 

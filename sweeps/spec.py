@@ -331,8 +331,9 @@ class SweepSpec(Strict):
                              f"choice or int), so {self.num_samples} trials would repeat points, and a repeat only "
                              f"reuses the earlier result; set num_samples={points} (auto then runs the grid), or "
                              "fewer")
-        if self.initial_points and self.sampler_choice().name == "grid":
-            chosen = "" if self.sampler == "grid" else f" ({self.sampler_choice().reason})"
+        choice = self.sampler_choice()
+        if self.initial_points and choice.name == "grid":
+            chosen = "" if self.sampler == "grid" else f" ({choice.reason})"
             raise ValueError(f"initial_points: the grid sampler tries every point itself{chosen}; drop them "
                              "(initial_points=[]) or use another sampler")
         return self

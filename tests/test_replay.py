@@ -96,12 +96,17 @@ def test_a_real_searcher_replays_to_the_whole_front(sampler):
     assert replay.compute[-1] <= 24 * max(p.compute for p in table.points)
 
 
-def test_constraints_reach_the_replayed_sampler():
-    table = small_table()
-    spec = replay_spec(None, [*SPACE_OVERRIDES, "constraints=[\"harmful_score <= 50\"]"], "gp", seed=0, trials=6,
-                       concurrency=1)
-    from sweeps.search_space import build_searcher
+def test_constraints_reach_the_replayed_sampler(tmp_path):
+    import optuna
 
-    assert type(build_searcher(spec)).__name__ == "ConstrainedOptunaSearch"
-    replay = replay_once(table, spec, Snapper(table), table_front_volume(table))
-    assert len(replay.fractions) == 6
+    table = small_table()
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    spec = replay_spec(None, [*SPACE_OVERRIDES, "constraints=[\"harmful_score <= 50\"]", "name=replayed",
+                              f"optuna.storage={storage}"], "gp", seed=0, trials=6, concurrency=1)
+    replay_once(table, spec, Snapper(table), table_front_volume(table))
+    # Every told trial carries its constraint value (harm - 50), as ConstrainedOptunaSearch records it in a sweep.
+    trials = optuna.load_study(study_name="replayed", storage=storage).get_trials(
+        states=[optuna.trial.TrialState.COMPLETE])
+    assert len(trials) == 6
+    for trial in trials:
+        assert trial.constraints == {"harmful_score <= 50": pytest.approx(trial.values[0] - 50)}
