@@ -4,8 +4,10 @@ The runner hands over the text after the answer marker, or the whole reply when 
 one (`answer_region`). Reading an answer goes from the most explicit statement to the least:
 
 1. the stated answer (`extract_answer`): lm-eval's Minerva sentence (`The final answer is $X$. I hope
-   it is correct.`), else the last `\\boxed{X}` (both harnesses look there first), else the last
-   `the answer is X` or `Answer: X`, else the last `**X**`; cleaned of delimiters, wrappers and trailing
+   it is correct.`), else the last `\\boxed{X}` (both harnesses look there first; boxes side by side are
+   one answer split over them, as math-verify reads them), else the last `the answer is X` or
+   `Answer: X` (a sentence there states the one number it names), else the last `**X**`; thousands
+   grouped by spaces joined; cleaned of delimiters, wrappers and trailing
    punctuation and parsed by math-verify. This reads what math-verify's own anchors miss
    (`The answer is \\sqrt{2}.`, `\\boxed{104.}`), as Qwen2.5-Math's `extract_answer` does;
 2. math-verify's anchored LaTeX extraction (`answer ... $X$`);
@@ -60,6 +62,24 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _DIGITS_ONLY = re.compile(r"[\s(]*([-+]?\d+)(?:\.0*)?[\s).]*")
 _CHOICE_IN_PARENS = re.compile(r"\(([A-D])\)")
 _CHOICE_ALONE = re.compile(r"^\(?([A-D])\)?(?:[.:)]|\s*$)")
+# A lowercase letter alone, in a reply that is only the letter or on an answer line: "b", "Answer: (c)."
+_LOWERCASE_CHOICE = re.compile(r"(?:^\s*|\banswer\s*(?:is|:)\s*:?\s*)\(?([a-d])\)?\s*[.)]?\s*$", re.IGNORECASE)
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+_LETTER_WORD = re.compile(r"(?<![\w'’-])([A-D])(?![\w'’-])")
+_ARTICLE_USE = re.compile(r"\s+(?!(?:is|was|seems|must|should|would|could|can|fits|holds|works|matches|remains|"
+                          r"gives|follows|satisfies|agrees|looks)\b)[a-z]")
+_RULED_OUT = re.compile(r"\b(?:not|wrong|incorrect|isn't|cannot|can't|eliminat\w*|rule[sd]? out|false|fails?)\b",
+                        re.IGNORECASE)
+_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# What may sit between the boxes of one answer: a comma, "and", "or", and the next unknown ("y =").
+_BOX_LIST_GAP = re.compile(r"(?:,|;|\band\b|\bor\b|\\quad|\\text\s*\{\s*(?:and|or)\s*\}|\s)*"
+                           r"(?:[A-Za-z](?:_\{?\w+\}?)?\s*=\s*)?")
+# Thousands grouped by a space or a thin space inside a stated number: "1 000", "1\\,000", "1\\ 000 000".
+_SPACED_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?:\s|\\[,;! ]|~)\d{3})+(?![\d.])")
+_GROUP_SPACE = re.compile(r"\s|\\[,;! ]|~")
+# A stated answer in words ("She needs 3 more"): a word of three letters or more outside LaTeX.
+_PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:/\d+)?(?![\w.]|\.\d)")
 
 
 def answer_region(output: str, answer: str | None) -> str:
@@ -98,16 +118,40 @@ def _closing_brace(text: str, open_at: int) -> int | None:
     return None
 
 
+def _boxes(text: str) -> list[tuple[int, int, str | None]]:
+    # Every \boxed{...} or \fbox{...} as (start, end, content); content None when the model stopped mid-box.
+    found = []
+    for match in _BOX_OPEN.finditer(text):
+        open_at = match.end() - 1
+        close_at = _closing_brace(text, open_at)
+        found.append((match.start(), len(text) if close_at is None else close_at + 1,
+                      None if close_at is None else text[open_at + 1:close_at].strip()))
+    return found
+
+
 def last_boxed(text: str) -> str | None:
     """Return the content of the last `\\boxed{...}` (or `\\fbox{...}`) with nested braces kept, or None."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    open_at = text.find("{", start)
-    if open_at < 0 or text[start:open_at].strip() not in ("\\boxed", "\\fbox"):
-        return None
-    close_at = _closing_brace(text, open_at)
-    return None if close_at is None else text[open_at + 1:close_at].strip()  # None: the model stopped mid-answer
+    boxes = _boxes(text)
+    return boxes[-1][2] if boxes else None
+
+
+def boxed_run(text: str) -> list[str]:
+    """Return the contents of the last run of boxes: `\\boxed{1}, \\boxed{2}` or `$x = \\boxed{1}$ and $x = \\boxed{-2}$`.
+
+    An answer split over several boxes (a pair, a list, a system's solutions) is one answer, as
+    math-verify reads it; boxes apart in the text ("\\boxed{3} at first, then \\boxed{4}") are a revision,
+    and only the last counts. [] when there is no box, or the last one is unfinished.
+    """
+    boxes = _boxes(text)
+    if not boxes or boxes[-1][2] is None:
+        return []
+    run = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        gap = _MATH_DELIMITER.sub(" ", text[box[1]:run[0][0]])
+        if box[2] is None or len(gap) > 40 or not _BOX_LIST_GAP.fullmatch(gap):
+            break
+        run.insert(0, box)
+    return [content for _, _, content in run]
 
 
 def _clean(candidate: str) -> str:
@@ -149,16 +193,31 @@ def extract_answer(text: str | None) -> str | None:
     minerva = list(_MINERVA.finditer(text))
     if minerva:
         return _clean(minerva[-1].group(1)) or None
-    boxed = last_boxed(text)
-    if boxed and _clean(boxed):  # an empty \boxed{} is an echo of the instruction, not an answer
-        return _clean(boxed)
+    boxed = [_clean(content) for content in boxed_run(text)]
+    if boxed and all(boxed):  # an empty \boxed{} is an echo of the instruction, not an answer
+        return _grouped_thousands(", ".join(boxed))
     for pattern in (_ANSWER_PHRASE, _BOLD):
         matches = list(pattern.finditer(text))
         if matches:
             stated = _clean(_first_sentence(matches[-1].group(1)))
             if stated:
-                return stated
+                return _grouped_thousands(_number_in_prose(stated))
     return None
+
+
+def _grouped_thousands(stated: str) -> str:
+    # "1 000" and "1\\,000" are one thousand, not a product: join the groups before math-verify reads them.
+    return _SPACED_THOUSANDS.sub(lambda number: _GROUP_SPACE.sub("", number.group(0)), stated)
+
+
+def _number_in_prose(stated: str) -> str:
+    # "Answer: She needs 3 more." states 3, as lm-eval's number extraction and Qwen2.5-Math read it; a
+    # sentence naming two different numbers states neither, and stays as written (and grades wrong).
+    plain = _MATH_DELIMITER.sub(" ", stated)
+    if "\\" in plain or not _PROSE_WORD.search(plain):
+        return stated
+    numbers = {number.replace(",", "") for number in _NUMBER.findall(_THOUSANDS.sub("", plain))}
+    return numbers.pop() if len(numbers) == 1 else stated
 
 
 def _math_verify_timeout() -> int | None:
@@ -261,7 +320,8 @@ def extract_choice(text: str | None) -> str | None:
     """Return the stated choice letter A-D in `text` (boxed, `The answer is B`, `Answer: (B)`, a bare `B`), or None.
 
     A letter after an answer statement wins over letters elsewhere (`The answer is B because (A) is
-    wrong.` is B); only a reply that states none falls back to its last parenthesised letter.
+    wrong.` is B); a reply that states none is read from its last sentence (`…so I think it's B`), and
+    only then from its last parenthesised letter.
     """
     text = _prepared(text)
     if text is None:
@@ -278,8 +338,26 @@ def extract_choice(text: str | None) -> str | None:
     alone = _CHOICE_ALONE.match(flat.strip()) or _CHOICE_ALONE.match(text.strip())
     if alone:
         return alone.group(1)
+    lowercase = _LOWERCASE_CHOICE.search(flat)
+    if lowercase:
+        return lowercase.group(1).upper()
+    concluded = _concluded_choice(flat)
+    if concluded:
+        return concluded
     in_parens = _CHOICE_IN_PARENS.findall(text)
     return in_parens[-1] if in_parens else None
+
+
+def _concluded_choice(flat: str) -> str | None:
+    # "...so I think it's B" or "Because B is valid": the one letter the last sentence names, as lm-eval's
+    # flexible extraction reads a letter standing alone. A sentence naming two letters, or ruling one out
+    # ("B is wrong"), concludes nothing; "A" before a noun is the article.
+    sentences = [s for s in _SENTENCE_BREAK.split(flat) if s.strip()]
+    if not sentences or _RULED_OUT.search(sentences[-1]):
+        return None
+    letters = {m.group(1) for m in _LETTER_WORD.finditer(sentences[-1])
+               if m.group(1) != "A" or not _ARTICLE_USE.match(sentences[-1], m.end())}
+    return letters.pop() if len(letters) == 1 else None
 
 
 @_never_raises

@@ -233,3 +233,61 @@ def test_math_grading_works_off_the_main_thread():
     with ThreadPoolExecutor(1) as pool:
         result = pool.submit(grade_math, "\\frac{1}{2}", "\\boxed{0.5}").result()
     assert result["correct"] is True
+
+
+# Answer forms that the field's graders accept and the project once rejected, one class at a time. Each
+# class has its right answers (graded right) and near misses (graded wrong): no rule accepts more than it must.
+SPLIT_OVER_BOXES = [  # math-verify reads adjacent boxes as one answer: a pair, a list, a system's solutions
+    ("1, -2", "So $x = \\boxed{1}$ and $x = \\boxed{-2}$.", True),
+    ("1, -2", "The roots are \\boxed{-2}, \\boxed{1}.", True),
+    ("x=1, x=-2", "\\boxed{x=1} or \\boxed{x=-2}", True),
+    ("(1,2), (3,4)", "The solutions are \\boxed{(1,2)} and \\boxed{(3,4)}.", True),
+    ("3, 5, 7", "\\boxed{3}, \\boxed{5}, and \\boxed{7}", True),
+    ("1, -2", "So $x = \\boxed{1}$ and $x = \\boxed{2}$.", False),
+    ("1, -2", "\\boxed{1}", False),  # half of the answer
+    ("-2", "So $x = \\boxed{1}$ and $x = \\boxed{-2}$.", False),  # two roots are not the one root asked for
+    ("4", "\\boxed{3} at first, then \\boxed{4} after checking.", True),  # boxes apart: a revision
+    ("3", "\\boxed{3} at first, then \\boxed{4} after checking.", False),
+]
+SENTENCE_ANSWERS = [  # lm-eval's number extraction and Qwen2.5-Math read the number a sentence states
+    ("3", "Answer: She needs 3 more.", True),
+    ("3", "Final Answer: Jane started 3 hours ago.", True),
+    ("1200", "Answer: The farm sells 1,200 eggs a week.", True),
+    ("12", "Answer: 12 apples", True),
+    ("4", "Answer: She needs 3 more.", False),
+    ("3", "Answer: She needs 3 more, 5 in all.", False),  # two numbers: no single statement
+]
+SPACED_THOUSANDS = [
+    ("1000", "\\boxed{1 000}", True),
+    ("1000", "\\boxed{1\\,000}", True),
+    ("2500000", "\\boxed{2\\,500\\,000}", True),
+    ("1000", "\\boxed{10 00}", False),
+    ("1000", "\\boxed{1 0000}", False),
+]
+LOOSE_CHOICES = [  # lm-eval's flexible extraction: a letter standing alone, in either case
+    ("B", "The first option ignores friction, therefore I think it's B", True),
+    ("B", "b", True),
+    ("B", "Answer: b.", True),
+    ("B", "Because B is valid, the others follow.", True),
+    ("B", "Option (A) ignores the boundary and (D) has the wrong units.\nSo it must be B.", True),
+    ("B", "B is wrong, so it is C.", False),
+    ("B", "I cannot decide between B and C.", False),
+    ("B", "The answer is a bit subtle.", False),
+    ("A", "A farmer would say otherwise.", False),
+]
+
+
+@pytest.mark.parametrize("reference, text, correct", SPLIT_OVER_BOXES + SENTENCE_ANSWERS + SPACED_THOUSANDS)
+def test_math_answers_the_field_accepts(reference, text, correct):
+    assert grade_math(reference, text)["correct"] is correct
+
+
+@pytest.mark.parametrize("reference, text, correct", [c for c in SENTENCE_ANSWERS + SPACED_THOUSANDS
+                                                      if c[0].isdigit()])
+def test_integer_answers_the_field_accepts(reference, text, correct):
+    assert grade_integer(reference, text)["correct"] is correct
+
+
+@pytest.mark.parametrize("reference, text, correct", LOOSE_CHOICES)
+def test_choice_letters_the_field_accepts(reference, text, correct):
+    assert grade_choice(reference, text)["correct"] is correct
