@@ -196,6 +196,27 @@ def _no_model(options: dict) -> None:
     return None
 
 
+def _refusal_rules(options: dict) -> str:
+    return repr((REFUSAL_PHRASES, [p.pattern for p in REFUSAL_PATTERNS], REFUSAL_WINDOW,
+                 _LEADING_ANSWER_LABEL.pattern))
+
+
+def _beaver_dam_rules(options: dict) -> str:
+    from evaluators.beaver_dam import FLAG_THRESHOLD, QA_MODERATION_PROMPT
+
+    return repr((QA_MODERATION_PROMPT, options.get("threshold", FLAG_THRESHOLD), options.get("max_length", 512)))
+
+
+def _llama_guard_rules(options: dict) -> str:
+    # Llama Guard's policy is its model's chat template; the parse and the greedy settings are ours.
+    from pathlib import Path
+
+    model = Path(options["model_path"])
+    templates = [model / "chat_template.jinja", model / "tokenizer_config.json"]
+    template = next((path.read_text() for path in templates if path.is_file()), f"template of {model}")
+    return repr((template, LLAMA_GUARD_GENERATION, inspect.getsource(parse_llama_guard)))
+
+
 # Where a judge runs: in the caller's process (CPU), as a Serve deployment of its own that scores
 # pairs (JudgeServer), or as a generator deployment of its model, the caller parsing the replies.
 Hosting = Literal["caller", "serve", "generator"]
@@ -213,6 +234,8 @@ class JudgeEntry:
     # hosting "serve": keyword arguments of `serve.deployment(...)` for the judge's deployment
     deployment: Callable[[EvalConfig], dict] | None = None
     model: Callable[[dict], str | None] = _no_model  # the model the judge loads, read from its options
+    # The text that says how it asks and decides (prompt, template, rules); provenance records its hash.
+    rules: Callable[[dict], str] = lambda options: ""
 
     @property
     def served(self) -> bool:
@@ -234,12 +257,13 @@ class JudgeEntry:
 
 
 JUDGES: dict[str, JudgeEntry] = {entry.name: entry for entry in (
-    JudgeEntry("refusal-patterns", lambda: RefusalPatternJudge),
+    JudgeEntry("refusal-patterns", lambda: RefusalPatternJudge, rules=_refusal_rules),
     JudgeEntry("beaver-dam", _beaver_dam, hosting="serve", deployment=_beaver_dam_deployment,
-               model=_beaver_dam_model),
+               model=_beaver_dam_model, rules=_beaver_dam_rules),
     # Its model is served like an evaluated one; the caller builds the judge with `generate`.
     JudgeEntry("llama-guard", lambda: LlamaGuardJudge, hosting="generator", required_options=("model_path",),
-               required_because="a Llama Guard model to serve", model=lambda options: options["model_path"]),
+               required_because="a Llama Guard model to serve", model=lambda options: options["model_path"],
+               rules=_llama_guard_rules),
 )}
 
 

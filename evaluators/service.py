@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import re
 import shutil
@@ -40,15 +39,11 @@ from evaluators.dispatch import (  # noqa: F401 - the errors are part of the ser
 from evaluators.generation import Completion, ReplyPlanner
 from evaluators.judges import get_judge, judge_entry
 from evaluators.metrics import SCORING_VERSION
+from evaluators.provenance import evaluation_provenance, items_hash
 from evaluators.runner import EvalResult, run_benchmark
 from evaluators.served_judges import JudgeServer, ServedJudge, guard_requests
 from trainables.local_ray import init_local_ray
 from trainables.locations import is_bucket, resolve_model
-
-
-def _samples_digest(samples) -> str:
-    rows = [[s.id, s.prompt, repr(s.reference)] for s in samples]
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def _file_name(benchmark: str) -> str:
@@ -85,6 +80,17 @@ class EvaluatorService:
         for judge in cfg.judge_names():
             judge_entry(judge).check_options(cfg.options_for(judge))
 
+    def provenance(self) -> dict:
+        """Return what this service's evaluations ask and who judges them (`evaluators.provenance`)."""
+        source = self._resolve(self.base_model)
+        if self.base_digest is None and Path(source).is_dir():
+            self.base_digest = content_hash(source)
+        loaded = {}
+        for name in self.cfg.benchmarks:
+            benchmark = get_benchmark(name, _data_dir(self.cfg))
+            loaded[name] = (benchmark, self._load_samples(benchmark, self.cfg.limit))
+        return evaluation_provenance(self.cfg, loaded, self.base_model, self.base_digest)
+
     def _load_samples(self, benchmark, limit: int | None) -> list:
         """Return a benchmark's samples, read once per service (trials get them with their copy)."""
         key = (benchmark.name, limit)
@@ -119,7 +125,8 @@ class EvaluatorService:
         except BaseException:
             self.shutdown()  # a failed start leaves no apps behind, nor a Ray this service started
             raise
-        self.base_digest = content_hash(base_source) if Path(base_source).is_dir() else None
+        if self.base_digest is None and Path(base_source).is_dir():  # provenance() may have hashed it already
+            self.base_digest = content_hash(base_source)
         self.base_source = base_source
 
     def shutdown(self) -> None:
@@ -220,7 +227,7 @@ class EvaluatorService:
     def _result_key(self, identity: str, name: str, benchmark, samples, limit: int | None) -> str:
         cfg = self.cfg
         judged_by = [[j, cfg.options_for(j)] for j in cfg.judge_names()]
-        return result_key(model=identity, benchmark=name, samples=_samples_digest(samples), limit=limit,
+        return result_key(model=identity, benchmark=name, samples=items_hash(samples), limit=limit,
                           generation=cfg.generation.model_dump(), backend=cfg.backend, dtype=cfg.dtype,
                           judge=judged_by if benchmark.kind == "safety" else None, scoring=SCORING_VERSION)
 

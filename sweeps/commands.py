@@ -28,6 +28,11 @@ def register(subparsers) -> None:
     sweep.add_argument("--resume", action="store_true",
                        help="Continue the interrupted sweep of the same name and storage_path: finished trials "
                             "are not run again and their MLflow runs are reused.")
+    sweep.add_argument("--accept-changes", action="store_true",
+                       help="With --resume: resume even though the environment changed in a way that can move "
+                            "readings (torch, transformers, peft, math-verify or vllm; a benchmark's items; a judge; "
+                            "the base model), and record the change in the sweep's run. Without it such a resume "
+                            "is refused, naming what changed.")
     sweep.add_argument("--quiet", action="store_true", help="Print only one line per finished trial, not "
                                                             "Tune's live table.")
     sweep.add_argument("--dry-run", action="store_true",
@@ -80,7 +85,9 @@ def sweep_command(args: argparse.Namespace) -> int:
         return 0
     from sweeps.runner import run_sweep
 
-    outcome = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)
+    if args.accept_changes and not args.resume:
+        raise ConfigError("--accept-changes applies to --resume only; add --resume, or drop --accept-changes")
+    outcome = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1, accept_changes=args.accept_changes)
     print(front_table(outcome.trials, outcome.front, spec.directions(), list(spec.search_space), outcome.base))
     print(describe_target(outcome.trials, outcome.base))
     cheapest = describe_cheapest(outcome.trials, spec.parsed_constraints())
@@ -131,7 +138,10 @@ def pareto_command(args: argparse.Namespace) -> int:
     trials = trial_records(client, found.experiment_id, parent.info.run_id, layout)
     front = sweep_front(trials, layout.directions)
     base = base_point(parent.data.metrics)
+    from sweeps.provenance import describe, recorded
+
     print(f"sweep run {parent.info.run_id} ({parent.info.run_name}, {parent.info.status})")
+    print(describe(recorded(client, parent.info.run_id)))
     print(front_table(trials, front, layout.directions, layout.searched, base))
     print(describe_target(trials, base))
     cheapest = describe_cheapest(trials, layout.constraints)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from ray import tune
 
-from sweeps import tracking
+from sweeps import provenance, tracking
 from sweeps.plan import trial_resources
 from sweeps.ray_secrets import stop_tune_copying_credentials
 from sweeps.readings import format_reading
@@ -103,6 +103,15 @@ RESUMABLE_CHANGES = ("num_samples", "max_concurrent_trials", "max_failures", "re
 def _spec_changes(spec_params: dict[str, str], logged: dict[str, str]) -> list[str]:
     keys = set(spec_params) | set(logged)
     return sorted(k for k in keys if not k.startswith(RESUMABLE_CHANGES) and spec_params.get(k) != logged.get(k))
+
+
+def _check_resumed_environment(client, spec: SweepSpec, experiment_id: str, record: dict,
+                               accept_changes: bool) -> list[str]:
+    """Return the accepted changes since the resumed sweep's recorded provenance; ConfigError when not accepted."""
+    found = tracking.find_sweep_run(client, experiment_id, spec.experiment_path)
+    if found is None:
+        return []
+    return provenance.check_resume(client, found.info.run_id, record, accept_changes)
 
 
 def _open_parent(client, spec: SweepSpec, experiment_id: str, resume: bool, spec_params: dict[str, str]) -> str:
@@ -282,8 +291,12 @@ def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
     )
 
 
-def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> SweepOutcome:
-    """Run (or resume) the sweep and return its outcome; ConfigError on bad input before Ray starts."""
+def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1, accept_changes: bool = False) -> SweepOutcome:
+    """Run (or resume) the sweep and return its outcome; ConfigError on bad input before Ray starts.
+
+    A resume whose environment changed in a way that can move readings is refused (`sweeps.provenance`)
+    unless `accept_changes`, which records the change in the sweep's run.
+    """
     check_resume_state(spec, resume)
     tracking_uri = tracking.check_tracking_uri(tracking.credentials_to_env(spec.mlflow.tracking_uri))
     check_study_storage(spec, resume)
@@ -303,15 +316,21 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1) -> Swe
     service = None
     try:
         service = EvaluatorService(spec.evaluation, spec.base.model)  # reads every benchmark's data: seconds
+        record = provenance.sweep_record(service)  # hashes the base model, once per sweep
+        client = tracking.client(tracking_uri)
+        experiment_id = tracking.experiment_id(client, spec.experiment_name)
+        accepted = _check_resumed_environment(client, spec, experiment_id, record, accept_changes) if resume else []
         if not ray.is_initialized():
             init_local_ray(configure_logging=False)
         service.start()
 
-        client = tracking.client(tracking_uri)
-        experiment_id = tracking.experiment_id(client, spec.experiment_name)
         tag_experiment(client, experiment_id)
         spec_params = tracking.flatten_params(_loggable_spec(spec))
         parent_run_id = _open_parent(client, spec, experiment_id, resume, spec_params)
+        if resume and provenance.recorded(client, parent_run_id) is not None:
+            provenance.record_resume(client, parent_run_id, record, accepted)
+        else:
+            provenance.log_record(client, parent_run_id, record)
         base = _evaluate_base(client, service, spec, parent_run_id)
         print("base model: " + ", ".join(f"{o.name}={format_reading(base, o.name)}" for o in spec.objectives),
               flush=True)

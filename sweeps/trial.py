@@ -17,7 +17,7 @@ from typing import Any
 
 from evaluators.backends import get_backend
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
-from sweeps import tracking
+from sweeps import provenance, tracking
 from sweeps.replicates import combine_readings
 from sweeps.search_space import apply_point
 from sweeps.spec import SweepSpec
@@ -202,6 +202,8 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
         raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
     with _timed(seconds, "mlflow"):
         client.set_tag(run_id, "judge", evaluation.judge)
+        if k == 0:  # the process and machine that trained and scored this trial, which may not be the driver's
+            provenance.log_record(client, run_id, provenance.trial_record(evaluation.model_hash))
         for path in evaluation.sample_files.values():
             if Path(path).is_file():
                 tracking.log_artifact(client, run_id, path, f"samples/{prefix}".rstrip("/"))

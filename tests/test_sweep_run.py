@@ -21,6 +21,7 @@ import yaml
 from conftest import free_port
 from sweeps import tracking
 from sweeps.pareto import hypervolume, pareto_front
+from sweeps.provenance import CHANGES_TAG, PROVENANCE_FILE
 from sweeps.report import FRONT_CSV, PLOT_HTML, PLOT_PNG
 from sweeps.runner import run_sweep
 from sweeps.spec import TINY_SPEC, load_spec
@@ -110,7 +111,17 @@ def test_three_trial_sweep_on_the_tiny_lrm(tmp_path, monkeypatch):
     for name in ("harmful_score", "reasoning_accuracy"):
         assert 0 <= parent.data.metrics[f"base_model/{name}"] <= 100
     artifacts = {f.path for f in client.list_artifacts(parent.info.run_id)}
-    assert {PLOT_PNG, PLOT_HTML, FRONT_CSV, "config.yaml", "base_model_samples"} <= artifacts
+    assert {PLOT_PNG, PLOT_HTML, FRONT_CSV, "config.yaml", "base_model_samples", PROVENANCE_FILE} <= artifacts
+    # What produced the readings: the software, the judge's rules, the items asked, the base model.
+    record = json.loads(tracking.artifact_local_path(client, parent.info.run_id, PROVENANCE_FILE).read_text())
+    import transformers
+
+    assert record["environment"]["packages"]["transformers"] == transformers.__version__
+    assert parent.data.tags["provenance.transformers"] == transformers.__version__
+    assert record["evaluation"]["base_model"]["tiny_seed"] == 0 and record["evaluation"]["base_model"]["content_hash"]
+    assert {b["name"]: b["items"] for b in record["evaluation"]["benchmarks"]} == {
+        "tiny-arith": 12, "tiny-harmful": 12, "tiny-xstest": 12}
+    assert [j["name"] for j in record["evaluation"]["judges"]] == spec.evaluation.judge_names()
     assert outcome.plot.is_file()
 
     # Each child: its sampled params, the loss curve, metrics, per-sample JSONL, the checkpoint.
@@ -130,6 +141,8 @@ def test_three_trial_sweep_on_the_tiny_lrm(tmp_path, monkeypatch):
         samples = {f.path for f in client.list_artifacts(child.info.run_id, "samples")}
         assert {"samples/tiny-arith.jsonl", "samples/tiny-harmful.jsonl", "samples/tiny-xstest.jsonl"} <= samples
         assert (Path(tags["checkpoint_dir"]) / "adapter_config.json").is_file()
+        trial_record = json.loads(tracking.artifact_local_path(client, child.info.run_id, PROVENANCE_FILE).read_text())
+        assert trial_record["environment"]["packages"]["torch"] and len(trial_record["scored_model_hash"]) == 64
         points.append({"run_id": child.info.run_id, **metrics})
 
     # Tags agree with the front computed from the recorded metrics; the hypervolume matches too.
@@ -301,13 +314,25 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
                 process.kill()
     assert 1 <= len(finished_before) <= 2, finished_before  # at most the running trial ended in between
 
-    # The resume also extends the sweep by one trial, continuing the same study.
-    resumed = subprocess.run([*command, "num_samples=4", "--resume"], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=1500)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-
+    # A resume where a package that moves readings differs from the recorded one is refused, naming it.
     client = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("resume-test").experiment_id
+    parent_id = tracking.latest_sweep_run(client, experiment).info.run_id
+    recorded_file = tracking.artifact_local_path(client, parent_id, PROVENANCE_FILE)
+    record = json.loads(recorded_file.read_text())
+    installed = record["environment"]["packages"]["transformers"]
+    record["environment"]["packages"]["transformers"] = "0.0.1"  # as if the sweep had started under another one
+    recorded_file.write_text(json.dumps(record))
+    refused = subprocess.run([*command, "num_samples=4", "--resume"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert f"transformers: 0.0.1 -> {installed}" in refused.stderr and "--accept-changes" in refused.stderr
+
+    # Accepted, the resume also extends the sweep by one trial, continuing the same study.
+    resumed = subprocess.run([*command, "num_samples=4", "--resume", "--accept-changes"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=1500)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert client.get_run(parent_id).data.tags[CHANGES_TAG] == f"transformers: 0.0.1 -> {installed}"
     runs = client.search_runs([experiment])
     parents = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "sweep"]
     children = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
