@@ -27,7 +27,7 @@ from typing import Callable
 import ray
 from ray import serve
 
-from evaluators.backends import get_backend
+from evaluators.backends import get_backend, unplaceable
 from evaluators.benchmarks import get_benchmark
 from evaluators.cache import ResultCache, content_hash, model_hash, result_key
 from evaluators.config import EvalConfig
@@ -42,8 +42,9 @@ from evaluators.metrics import SCORING_VERSION
 from evaluators.provenance import evaluation_provenance, items_hash
 from evaluators.runner import EvalResult, run_benchmark
 from evaluators.served_judges import JudgeServer, ServedJudge, guard_requests
-from trainables.local_ray import init_local_ray
+from trainables.local_ray import init_local_ray, started_here
 from trainables.locations import is_bucket, resolve_model
+from trainables.schema import ConfigError
 
 
 def _file_name(benchmark: str) -> str:
@@ -54,6 +55,9 @@ class EvaluatorService:
     """Scores a base model and its fine-tuned variants on benchmarks through Ray Serve; a context manager."""
 
     def __init__(self, cfg: EvalConfig, base_model: str):
+        cfg, note = get_backend(cfg.backend).for_this_machine(cfg)
+        if note:
+            print(note, flush=True)
         self.cfg = cfg
         self.base_model = base_model
         # Fail on bad input now, before Ray starts or a model loads: every benchmark's data is read and checked.
@@ -117,6 +121,7 @@ class EvaluatorService:
             init_local_ray(logging_level=logging.WARNING)
             self._owns_ray = True
         try:
+            self._check_placeable()
             serve.start(http_options={"host": self.cfg.http_host, "port": self.cfg.http_port})
             self._deploy_generator(base_source, self.app_name)
             for judge in self.cfg.judge_names():
@@ -128,6 +133,15 @@ class EvaluatorService:
         if self.base_digest is None and Path(base_source).is_dir():  # provenance() may have hashed it already
             self.base_digest = content_hash(base_source)
         self.base_source = base_source
+
+    def _check_placeable(self) -> None:
+        # A Ray session this process started is one machine, and no autoscaler grows it: a replica that asks
+        # for what it lacks would wait forever, with Serve only logging that it is slow to schedule.
+        if not started_here():
+            return
+        reason = unplaceable(self.cfg, ray.cluster_resources())
+        if reason:
+            raise ConfigError(f"evaluation.backend={self.cfg.backend}: {reason}")
 
     def shutdown(self) -> None:
         """Delete this service's apps, and stop Ray if this service started it."""

@@ -30,6 +30,11 @@ REQUEST_KEYS = {"model", "prompt", "max_tokens", "temperature", "top_p", "stop",
 LOADS_FROM_CLOUD = False  # peft loads local folders; a bucket checkpoint must be downloaded first
 
 
+def for_this_machine(cfg: EvalConfig) -> tuple[EvalConfig, None]:
+    """Return `cfg` unchanged: the transformers backend runs wherever torch does."""
+    return cfg, None
+
+
 def build_app(cfg: EvalConfig, source: str):
     """Return the Serve application generating with the model folder (or hub id) `source`."""
     return TransformersGenerator.options(

@@ -28,6 +28,44 @@ FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "AWS_ENDPO
                  "VLLM_CPU_KVCACHE_SPACE")
 
 
+# The README's CPU settings for the CPU build of vLLM: one CPU bundle per engine, float32, no CUDA graphs,
+# and a 1 GiB KV cache (vLLM on CPU otherwise reserves 4 GiB per engine).
+CPU_BUNDLES = [{"CPU": 1.0}]
+CPU_KVCACHE_GIB = "1"
+
+
+def cpu_build_installed() -> bool:
+    """True when the installed vLLM is the registry's CPU build (`vllm-cpu`)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def for_this_machine(cfg: EvalConfig) -> tuple[EvalConfig, str | None]:
+    """Return the config to run here, and a note when it was changed: CPU settings where only vLLM's CPU build can run.
+
+    With no GPU, the CPU build of vLLM installed and no `vllm.placement_bundles` given, the default
+    placement ({GPU: 1} per engine) could never be scheduled; the CPU settings are picked instead.
+    """
+    import torch
+
+    if cfg.vllm.placement_bundles is not None or torch.cuda.is_available() or not cpu_build_installed():
+        return cfg, None
+    engine_kwargs = {"enforce_eager": True, **cfg.vllm.engine_kwargs}
+    vllm = cfg.vllm.model_copy(update={"placement_bundles": CPU_BUNDLES, "engine_kwargs": engine_kwargs})
+    dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+    note = (f"backend vllm: no GPU here and the CPU build of vLLM is installed, so each engine runs on CPU: "
+            f"vllm.placement_bundles=[{{CPU: 1}}], dtype={dtype}, vllm.engine_kwargs.enforce_eager="
+            f"{engine_kwargs['enforce_eager']}, VLLM_CPU_KVCACHE_SPACE={os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB "
+            f"(set vllm.placement_bundles to choose otherwise)")
+    return cfg.model_copy(update={"vllm": vllm, "dtype": dtype}), note
+
+
 def served_model_id(model: str) -> str:
     """Return the id the OpenAI app serves `model` under: its last path part, without ':' (LoRA's separator)."""
     return re.sub(r"[^\w.-]+", "-", model.rstrip("/").split("/")[-1]) or "model"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -40,3 +41,30 @@ def test_every_worker_of_a_local_session_runs_the_hook():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "['_DropUnreachableStateApi'] ['_DropUnreachableStateApi']" in out.stdout
+
+
+def test_rays_private_cluster_lookup_still_answers_as_the_project_reads_it(monkeypatch):
+    # trainables.local_ray.existing_cluster_address calls ray._private.services.canonicalize_bootstrap_address
+    # (Ray 2.60). If this fails, Ray moved it: find where ray.init() now resolves RAY_ADDRESS and `ray start`.
+    import ray
+
+    from trainables.local_ray import existing_cluster_address
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6390")
+    found = existing_cluster_address()  # localhost comes back as this node's address
+    assert found is not None and found.endswith(":6390"), f"Ray {ray.__version__} changed its cluster lookup: {found}"
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert existing_cluster_address() is None, f"Ray {ray.__version__} changed its cluster lookup"
+
+
+def test_a_replica_this_machine_cannot_hold_fails_at_once_naming_the_resource_and_the_fix(tiny_model_dir):
+    # The evaluate command on a CPU machine, asking vLLM for its default {GPU: 1}: the session is started
+    # here, so nothing will ever add a GPU. Without vLLM installed the placement check still comes first.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", "sweeps.cli", "evaluate", "--model", str(tiny_model_dir),
+                          "--benchmarks", "tiny-arith", "--limit", "2", "backend=vllm"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    if "CPU build of vLLM is installed" in out.stdout:  # the vLLM-CPU venv: the CPU settings were picked instead
+        return
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "asks for {GPU: 1}" in out.stderr and "placement_bundles=[{CPU: 1}]" in out.stderr, out.stderr[-2000:]

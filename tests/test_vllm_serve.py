@@ -64,6 +64,23 @@ def served(s3_server, tiny_lrm):  # noqa: F811 - the fixture
         stop_ray()
 
 
+def test_on_a_machine_without_gpus_the_cpu_build_picks_its_cpu_settings_and_says_so(tiny_lrm, tmp_path):
+    # First in the module, before its own Ray starts: the command starts a session of its own, as a user's does.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VLLM_CPU_KVCACHE_SPACE")}
+    out = subprocess.run([sys.executable, "-m", "sweeps.cli", "evaluate", "--model", tiny_lrm, "--benchmarks",
+                          "tiny-arith", "--limit", "4", "--out-dir", str(tmp_path), "backend=vllm",
+                          "generation.max_new_tokens=64", "vllm.max_model_len=512", f"http_port={free_port()}"],
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "no GPU here and the CPU build of vLLM is installed" in out.stdout
+    assert "placement_bundles=[{CPU: 1}], dtype=float32" in out.stdout and "VLLM_CPU_KVCACHE_SPACE=1 GiB" in out.stdout
+    assert "tiny-arith" in out.stdout and (tmp_path / "tiny-arith.jsonl").is_file()
+
+
 @pytest.fixture(scope="module")
 def base_result(served, tmp_path_factory):
     return served.evaluate(out_dir=tmp_path_factory.mktemp("vllm-base"))

@@ -32,6 +32,27 @@ def drop_unreachable_state_api_warnings() -> None:
     logging.getLogger(CLEANER_LOGGER).addFilter(_DropUnreachableStateApi())
 
 
+_started_here = False
+
+
+def existing_cluster_address() -> str | None:
+    """Return the address of the Ray cluster `ray.init()` would join here (RAY_ADDRESS, `ray start`), or None.
+
+    Ray's own lookup, `ray._private.services.canonicalize_bootstrap_address` (Ray 2.60), private:
+    tests/test_local_ray.py fails loudly when it moves.
+    """
+    from ray._private.services import canonicalize_bootstrap_address
+
+    return canonicalize_bootstrap_address(None)
+
+
+def started_here() -> bool:
+    """True when `init_local_ray` started this process's Ray session: one machine, which no autoscaler grows."""
+    import ray
+
+    return _started_here and ray.is_initialized()
+
+
 # What Ray's GCS answers a client that presents no token, or the wrong one, for a cluster with token auth
 # ("Unauthenticated: RPC error: InvalidAuthToken: Authentication token is missing or incorrect", Ray 2.60).
 REFUSED_TOKEN = "InvalidAuthToken"
@@ -49,8 +70,11 @@ def init_local_ray(**kwargs: Any) -> None:
 
     from trainables.schema import ConfigError
 
+    global _started_here
+    joins = kwargs.get("address") not in (None, "local") or existing_cluster_address() is not None
     try:
         ray.init(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
+        _started_here = not joins
     except ConnectionError as err:
         if REFUSED_TOKEN not in f"{err} {err.__cause__}":
             raise
