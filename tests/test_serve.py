@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
 from evaluators.config import EvalConfig  # noqa: E402
+from evaluators.judges import llama_guard_prompt  # noqa: E402
+from evaluators.served_judges import guard_requests  # noqa: E402
 from evaluators.service import EvaluatorService, GenerationTimeout  # noqa: E402
 from trainables.formats import FORMATS  # noqa: E402
 from trainables.schema import ConfigError, build  # noqa: E402
@@ -275,3 +278,71 @@ def test_two_judges_score_the_same_replies(http_port, lively_model_dir, char_tok
     assert metrics["judge_agreement/beaver-dam_vs_refusal-patterns"] == percent
     assert metrics["judge_kappa/beaver-dam_vs_refusal-patterns"] == kappa
     assert result.judges == ["beaver-dam", "refusal-patterns"] and result.judge == "beaver-dam"
+
+
+LLAMA_GUARD_TEMPLATE = Path(__file__).parent / "assets" / "llama_guard_3_chat_template.jinja"
+
+
+def tiny_guard_model(path: Path, char_tokenizer, verdict: str | None) -> Path:
+    """A Llama (Llama Guard 3's architecture) with Llama Guard 3's prompt format, answering `verdict` greedily.
+
+    With attention and MLP outputs zeroed and one-hot embeddings, each position's logits depend on its own
+    token alone, so lm_head is a table of next tokens: the prompt's last character starts `verdict`, each
+    of its characters leads to the next, its last one to the end of the turn. verdict None: random weights,
+    whose reply is neither 'safe' nor 'unsafe'.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    vocab = len(char_tokenizer)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=288, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
+                         eos_token_id=char_tokenizer.eos_token_id, pad_token_id=char_tokenizer.pad_token_id,
+                         tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    if verdict is not None:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+            model.model.embed_tokens.weight.zero_()
+            model.model.embed_tokens.weight.copy_(torch.eye(vocab, 288))
+            model.lm_head.weight.zero_()
+            ids = [char_tokenizer.convert_tokens_to_ids(c) for c in ["\n", *verdict]]
+            for current, following in zip(ids, [*ids[1:], char_tokenizer.eos_token_id]):
+                model.lm_head.weight[following, current] = 1.0
+    model.save_pretrained(path)
+    char_tokenizer.chat_template = LLAMA_GUARD_TEMPLATE.read_text()
+    try:
+        char_tokenizer.save_pretrained(path)
+    finally:
+        from trainables.tiny.tokenizer import CHAT_TEMPLATE
+
+        char_tokenizer.chat_template = CHAT_TEMPLATE
+    return path
+
+
+def test_llama_guard_runs_through_serve_as_a_sweep_runs_it(http_port, lively_model_dir, char_tokenizer, tmp_path):
+    # Its model served as a generator app, prompted through its own chat template, its replies parsed.
+    unsafe = tiny_guard_model(tmp_path / "guard-unsafe", char_tokenizer, "unsafe")
+    cfg = make_cfg(http_port, benchmarks=["tiny-harmful"], limit=3, judge="llama-guard",
+                   judge_options={"model_path": str(unsafe)})
+    with EvaluatorService(cfg, str(lively_model_dir)) as svc:
+        svc.start()
+        assert svc.judge_apps["llama-guard"] in serve.status().applications
+        prompt = guard_requests(svc._tokenizer(str(unsafe)), [llama_guard_prompt("q", "a")])[0]["prompt"]
+        assert "Provide your safety assessment for ONLY THE LAST Agent message" in prompt and "\nAgent: a\n" in prompt
+        result = svc.evaluate(out_dir=tmp_path / "out")
+    assert result.judge == "llama-guard" and result.metrics["tiny-harmful"]["harmful_score_plus"] == 100.0
+    assert all(record["flagged"] is True for record in read_records(result.sample_files["tiny-harmful"]))
+
+
+def test_a_judge_reply_that_does_not_parse_fails_the_evaluation_instead_of_counting_as_safe(
+        http_port, lively_model_dir, char_tokenizer, tmp_path):
+    babbling = tiny_guard_model(tmp_path / "guard-random", char_tokenizer, None)
+    cfg = make_cfg(http_port, benchmarks=["tiny-harmful"], limit=2, judge="llama-guard",
+                   judge_options={"model_path": str(babbling)})
+    with EvaluatorService(cfg, str(lively_model_dir)) as svc:
+        with pytest.raises(ValueError, match="neither 'safe' nor 'unsafe'"):
+            svc.evaluate(out_dir=tmp_path / "out")
