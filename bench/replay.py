@@ -46,6 +46,7 @@ class Replay:
     compute: list[float] = field(default_factory=list)
     repeats: int = 0
     seconds: float = 0.0
+    met_bar: bool = False  # whether the replay's final front meets the bar (`meets_bar`)
 
     def trials_to(self, target: float) -> float:
         """Return the trials needed to reach `target` of the table's front hypervolume (inf if never)."""
@@ -103,6 +104,32 @@ def front_volume(points: list[GridPoint], table: GridTable) -> float:
     return hypervolume([records[i] for i in front], table.objectives, table.reference)
 
 
+@dataclass(frozen=True)
+class Bar:
+    """What the embedded default's sweep must find: a point with harm at most `harm` at accuracy at least
+    `accuracy`, and at least `points` distinct front points (the front never holds a collapsed trial)."""
+
+    harm: float = 10.0
+    accuracy: float = 50.0
+    points: int = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Bar:
+        harm, accuracy, points = text.split(",")
+        return cls(float(harm), float(accuracy), int(points))
+
+
+def meets_bar(points: list[GridPoint], table: GridTable, bar: Bar) -> bool:
+    """Return whether the sweep front of `points` meets `bar` (objectives harmful_score and reasoning_accuracy)."""
+    from sweeps.report import sweep_front
+
+    records = [{**{name: p.value(name) for name in table.objectives}, "collapsed": p.collapsed} for p in points]
+    front = [records[i] for i in sweep_front(records, table.objectives)]
+    distinct = {(r["harmful_score"], r["reasoning_accuracy"]) for r in front}
+    return len(distinct) >= bar.points and any(
+        r["harmful_score"] <= bar.harm and r["reasoning_accuracy"] >= bar.accuracy for r in front)
+
+
 def replay_spec(spec_path: str | None, overrides: list[str], sampler: str, seed: int, trials: int, concurrency: int):
     """Return the sweep spec a replay runs: the table's spec, with this sampler, seed, budget and concurrency."""
     from sweeps.spec import load_spec
@@ -112,7 +139,7 @@ def replay_spec(spec_path: str | None, overrides: list[str], sampler: str, seed:
                                  f"num_samples={trials}", f"max_concurrent_trials={concurrency}"])
 
 
-def replay_once(table: GridTable, spec, snapper: Snapper, total_volume: float) -> Replay:
+def replay_once(table: GridTable, spec, snapper: Snapper, total_volume: float, bar: Bar = Bar()) -> Replay:
     """Run one replay of `spec`'s searcher against `table`; return its curve."""
     from sweeps.search_space import build_searcher, tune_param_space
 
@@ -149,6 +176,7 @@ def replay_once(table: GridTable, spec, snapper: Snapper, total_volume: float) -
         seen.append(point)
         replay.fractions.append(front_volume(seen, table) / total_volume if total_volume > 0 else 1.0)
         replay.compute.append(spent)
+    replay.met_bar = meets_bar(seen, table, bar)
     replay.seconds = time.perf_counter() - started
     return replay
 
@@ -200,12 +228,13 @@ def summarize(name: str, replays: list[Replay], trials: int) -> list[str]:
     for target in TARGETS:
         cells.append(_show(_quartiles([r.compute_to(target) for r in replays])[1], None))
     cells.append(f"{statistics.mean(r.repeats for r in replays):.1f}")
+    cells.append(f"{sum(r.met_bar for r in replays)} of {len(replays)}")
     cells.append(f"{statistics.mean(r.seconds for r in replays):.1f}")
     return cells
 
 
 HEADER = (["sampler", *(f"HV% at {k}" for k in CHECKPOINTS), *(f"trials to {t:.0%}" for t in TARGETS),
-           *(f"compute to {t:.0%}" for t in TARGETS), "exact repeats", "replay s"])
+           *(f"compute to {t:.0%}" for t in TARGETS), "exact repeats", "meet the bar", "replay s"])
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -228,7 +257,15 @@ def main(argv: list[str] | None = None) -> int:
                                                      "table records).")
     parser.add_argument("--set", action="append", default=[], metavar="key=value", dest="overrides",
                         help="Override of the spec for every replay, e.g. --set population_size=4.")
+    parser.add_argument("--bar", default="10,50,3", metavar="HARM,ACCURACY,POINTS",
+                        help="The bar a replay's final front must meet: a point with harm at most HARM at accuracy "
+                             "at least ACCURACY, and at least POINTS distinct front points (default %(default)s, "
+                             "the embedded default's).")
     args = parser.parse_args(argv)
+    try:
+        bar = Bar.parse(args.bar)
+    except ValueError:
+        parser.error(f"--bar takes HARM,ACCURACY,POINTS such as 10,50,3; got {args.bar!r}")
     if args.trials < 1 or args.replays < 1 or args.concurrency < 1:
         parser.error("--trials, --replays and --concurrency must be at least 1")
 
@@ -255,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             except ConfigError as err:
                 print(f"  {name}: not replayed: {err}", flush=True)
                 continue
-            replays = [replay_once(table, spec, snapper, total) for spec in specs]
+            replays = [replay_once(table, spec, snapper, total, bar) for spec in specs]
             label = name if name != "auto" else f"auto ({specs[0].sampler_choice().describe()})"
             rows.append(summarize(label, replays, args.trials))
             print("  " + " | ".join(rows[-1]), flush=True)

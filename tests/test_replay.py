@@ -8,7 +8,7 @@ import math
 import pytest
 
 from bench.grid_table import GridPoint, GridTable, item_letters
-from bench.replay import Replay, Snapper, _quartiles, replay_once, replay_spec, table_front_volume
+from bench.replay import Bar, Replay, Snapper, _quartiles, meets_bar, replay_once, replay_spec, table_front_volume
 
 SPACE_OVERRIDES = ["initial_points=[]",
                    "search_space={train.learning_rate: {loguniform: [1.0e-3, 4.0e-3]}, reasoning_mix: {uniform: [0.1, 0.3]}}"]
@@ -39,6 +39,20 @@ def test_the_front_hypervolume_matches_the_hand_computed_one():
     # Front without the collapsed (0, 10): (10,60) (40,70) (50,90) (80,95) (90,98); strips of harm toward 100:
     # 30*60 + 10*70 + 30*90 + 10*95 + 10*98 = 7130. With the collapsed point it would be 7230.
     assert table_front_volume(small_table()) == pytest.approx(7130.0)
+
+
+def test_the_bar_counts_distinct_front_points_and_the_safe_point_and_never_a_collapsed_one():
+    table = small_table()
+    points = {(p.point["train.learning_rate"], p.point["reasoning_mix"]): p for p in table.points}
+    everything = list(points.values())
+    # The front: (10,60) (40,70) (50,90) (80,95) (90,98); (10, 60) is harm <= 10 at accuracy >= 50.
+    assert meets_bar(everything, table, Bar(10, 50, 3)) and not meets_bar(everything, table, Bar(10, 50, 6))
+    assert not meets_bar(everything, table, Bar(5, 50, 3))
+    # The collapsed (0, 10) would be the only point at harm <= 5; it never counts.
+    assert not meets_bar(everything, table, Bar(5, 0, 1))
+    without_safe = [p for key, p in points.items() if key != (4e-3, 0.3)]
+    assert not meets_bar(without_safe, table, Bar(10, 50, 3))
+    assert Bar.parse("10,50,3") == Bar()
 
 
 def test_a_table_survives_saving_and_loading(tmp_path):

@@ -96,3 +96,38 @@ def test_reading_each_step_back_one_step_late_changes_nothing(tiny_model_dir, ch
         assert [step for event in events for step in event[1]] == list(range(1, 13))
     for key, value in plain_weights.items():
         assert torch.equal(late_weights[key], value), key
+
+
+def _weights_after_epochs(tiny_model_dir, char_tokenizer, tmp_path, scheduler: str, epochs: int,
+                          keep_epoch: int) -> dict[str, torch.Tensor]:
+    """Train `epochs` epochs and return the trained weights as they were at the end of epoch `keep_epoch`."""
+    cfg = tiny_config(tiny_model_dir, tmp_path, finetune="lora", lora={"r": 4, "alpha": 8, "dropout": 0.2},
+                      train={"learning_rate": 5e-3, "epochs": epochs, "per_device_batch_size": 4,
+                             "max_seq_length": 256, "scheduler": scheduler, "warmup_ratio": 0.0,
+                             "save_every_epoch": True})
+    model = load_model(str(tiny_model_dir), cfg, torch.device("cpu"))
+    kept = {}
+
+    def keep(log, metrics, steps, state, name):
+        if metrics["epoch"] == keep_epoch:
+            kept.update(trained_weights(model))
+
+    run_training(model, refusal_features(char_tokenizer), cfg, device=torch.device("cpu"),
+                 pad_id=char_tokenizer.pad_token_id, progress=False, on_checkpoint=keep)
+    return kept
+
+
+@pytest.mark.slow  # four short training runs; seconds on a quiet machine
+def test_with_a_constant_schedule_epoch_2_of_a_4_epoch_run_is_the_2_epoch_run(tiny_model_dir, char_tokenizer,
+                                                                               tmp_path):
+    # Data order (the sampler's seed and epoch), dropout masks and the schedule do not depend on the run's
+    # length, so the longer run passes through the shorter one exactly: epochs can be read for free.
+    longer = _weights_after_epochs(tiny_model_dir, char_tokenizer, tmp_path / "4", "constant", 4, keep_epoch=2)
+    shorter = _weights_after_epochs(tiny_model_dir, char_tokenizer, tmp_path / "2", "constant", 2, keep_epoch=2)
+    assert longer.keys() == shorter.keys() and longer
+    for key, value in shorter.items():
+        assert torch.equal(longer[key], value), key
+    # A cosine schedule decays over the whole run: its epoch 2 is not the 2-epoch run.
+    longer = _weights_after_epochs(tiny_model_dir, char_tokenizer, tmp_path / "c4", "cosine", 4, keep_epoch=2)
+    shorter = _weights_after_epochs(tiny_model_dir, char_tokenizer, tmp_path / "c2", "cosine", 2, keep_epoch=2)
+    assert any(not torch.equal(longer[key], value) for key, value in shorter.items())
