@@ -178,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         client = tracking.client(outcome.tracking_uri)
         kinds = {name: _kind(name) for name in grid_spec.evaluation.benchmarks}
         points = read_points(client, outcome, grid, kinds, workdir / "artifacts")
+        from sweeps.provenance import recorded
+
+        # What the readings came from: the LRM's content hash (its build differs from machine to machine),
+        # each benchmark's items hash, the judge's rules and the versions, as the sweep recorded them.
+        provenance = recorded(client, outcome.parent_run_id)
     import importlib.metadata as metadata
 
     table = GridTable(
@@ -185,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                "spec": args.spec or "sweeps/tiny.yaml", "overrides": args.overrides, "model": grid_spec.base.model, "seed": args.seed,
                "recorded": datetime.date.today().isoformat(), "commit": commit,
                "sweep_seconds": round(time.monotonic() - started, 1),
-               "versions": {name: metadata.version(name) for name in ("torch", "transformers", "peft", "ray", "optuna")}},
+               "versions": {name: metadata.version(name) for name in ("torch", "transformers", "peft", "ray", "optuna")},
+               "provenance": provenance},
         space={path: _space_entry(param) for path, param in spec.search_space.items()},
         grid=grid, objectives=spec.directions(), reference=spec.reference_point(), base=outcome.base,
         benchmarks=kinds, points=points)
