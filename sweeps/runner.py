@@ -358,10 +358,11 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1, accept
         client.set_terminated(parent_run_id, status="FINISHED" if finished else "KILLED")
         return outcome
     finally:
-        if service is not None:
-            service.shutdown()
         if not ray_was_running and ray.is_initialized():
-            from ray import serve
-
-            serve.shutdown()
+            # The session this sweep started ends, and Serve and its apps with it. Deleting the apps and then
+            # serve.shutdown() would print Serve's log of each step, and kill Serve's controller while its
+            # proxies' long polls are in flight: Ray prints each failed poll ("(raylet) Task
+            # ServeController.listen_for_change failed … killed by ray.kill") around the summary.
             ray.shutdown()
+        elif service is not None:  # a session that outlives the sweep keeps no apps of it
+            service.shutdown()

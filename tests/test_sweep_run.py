@@ -333,6 +333,8 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir
                              capture_output=True, text=True, timeout=1500)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert client.get_run(parent_id).data.tags[CHANGES_TAG] == f"transformers: 0.0.1 -> {installed}"
+    # The session the sweep started ends quietly: no failed Serve polls printed around the summary.
+    assert "killed by `ray.kill`" not in resumed.stdout + resumed.stderr
     runs = client.search_runs([experiment])
     parents = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "sweep"]
     children = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
