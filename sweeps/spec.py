@@ -270,6 +270,12 @@ class SweepSpec(Strict):
                             "with a 95% Student-t interval across seeds (NAME_ci_low, NAME_ci_high); the front is "
                             "built on the means and every seed's readings stay in MLflow as seed<k>/NAME. 1 keeps "
                             "one run per point.")
+    evaluate_epochs: Literal["last", "every"] = Field(
+        "last", description="Checkpoints a trial evaluates: last (the end of training) or every (each epoch's, so one "
+        "run of E epochs reads the whole curve: each reading goes to Tune with training_iteration = epoch and to "
+        "MLflow at step = epoch, and the trial's readings are its last epoch's). With a cosine or linear schedule, "
+        "or warm-up, epoch k of a longer run is not a k-epoch run; only a constant schedule makes them the same. "
+        "Not with replicates above 1.")
     max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once; each runs its own Ray "
                                        "Train workers, so size this to the cluster.")
     resources_per_trial: dict[str, float] = Field(
@@ -331,6 +337,15 @@ class SweepSpec(Strict):
                              f"choice or int), so {self.num_samples} trials would repeat points, and a repeat only "
                              f"reuses the earlier result; set num_samples={points} (auto then runs the grid), or "
                              "fewer")
+        if self.evaluate_epochs == "every" and self.replicates > 1:
+            raise ValueError(f"evaluate_epochs: every evaluates one training run's epochs, and replicates="
+                             f"{self.replicates} trains several; use evaluate_epochs=last with replicates, or "
+                             "replicates=1")
+        if (self.evaluate_epochs == "every" and self.base.finetune == "full"
+                and self.evaluation.backend == "vllm"):
+            raise ValueError("evaluate_epochs: every with finetune full and backend vllm is not supported (the "
+                             "replicas read the final checkpoint from the bucket only); use evaluate_epochs=last, "
+                             "LoRA, or backend=transformers")
         choice = self.sampler_choice()
         if self.initial_points and choice.name == "grid":
             chosen = "" if self.sampler == "grid" else f" ({choice.reason})"

@@ -64,6 +64,8 @@ def result_metrics(result) -> dict[str, float]:
 def trial_config(spec: SweepSpec, point: dict[str, Any], trial_id: str):
     """Return the AlignConfig of one trial: the base with the sampled point, named after the trial."""
     cfg = apply_point(spec.base, point, spec.search_space)
+    if spec.evaluate_epochs == "every":  # each epoch's checkpoint is kept, to be evaluated
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_every_epoch": True})})
     return cfg.model_copy(update={"name": f"{spec.name}-{trial_id}"})
 
 
@@ -140,10 +142,14 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
         metrics["collapsed"] = float(collapsed)
     with _timed(seconds, "mlflow"):
         client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if collapsed else "false")
-        tracking.log_new_metrics(client, run_id, metrics)
+        # With every epoch evaluated, the last epoch's readings sit at its step: MLflow's latest value of each.
+        tracking.log_new_metrics(client, run_id, metrics, step=int(metrics.get(EPOCH_KEY, 0)))
     seconds["trial"] = time.perf_counter() - trial_start
     tracking.log_metrics(client, run_id, {f"{TIME_PREFIX}{phase}_s": value for phase, value in seconds.items()})
     return metrics
+
+
+EPOCH_KEY = "epoch"  # in a trial's reports with evaluate_epochs=every: the epoch whose checkpoint was read
 
 
 def replicate_configs(cfg, replicates: int) -> list:
@@ -186,20 +192,19 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
     seconds["mlflow"] = seconds.get("mlflow", 0.0) + time.perf_counter() - mlflow_start
 
     out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id / prefix.rstrip("/")
-    with _timed(seconds, "evaluation"):
-        if aligned.finetune == "lora":
-            evaluation = context.service.evaluate(adapter=str(aligned.checkpoint_dir), out_dir=out_dir)
-        elif get_backend(spec.evaluation.backend).LOADS_FROM_CLOUD and aligned.checkpoint_uri:
-            # Replicas that read a bucket (vLLM on GPU nodes) cannot see this node's disk; they read the bucket copy.
-            evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
-        else:
-            evaluation = context.service.evaluate(model=str(aligned.checkpoint_dir), out_dir=out_dir)
-    for phase, value in evaluation.phase_seconds.items():
-        seconds[f"evaluation_{phase}"] = seconds.get(f"evaluation_{phase}", 0.0) + value
+    if spec.evaluate_epochs == "every":
+        # Every epoch before the last: read, logged at its step and reported to Tune (training_iteration = epoch).
+        from ray import tune
+
+        for epoch, checkpoint in aligned.epoch_checkpoints[:-1]:
+            earlier = {**result_metrics(_evaluate(spec, context, aligned, checkpoint, out_dir / f"epoch_{epoch}",
+                                                  seconds)), EPOCH_KEY: float(epoch)}
+            with _timed(seconds, "mlflow"):
+                tracking.log_new_metrics(client, run_id, earlier, step=epoch)
+            tune.report({**earlier, "mlflow_run_id": run_id})
+        out_dir = out_dir / f"epoch_{aligned.epoch_checkpoints[-1][0]}"
+    evaluation = _evaluate(spec, context, aligned, aligned.checkpoint_dir, out_dir, seconds, full=True)
     metrics = result_metrics(evaluation)
-    missing = [o.name for o in spec.objectives if o.name not in metrics]
-    if missing:
-        raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
     with _timed(seconds, "mlflow"):
         client.set_tag(run_id, "judge", evaluation.judge)
         if k == 0:  # the process and machine that trained and scored this trial, which may not be the driver's
@@ -207,7 +212,28 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
         for path in evaluation.sample_files.values():
             if Path(path).is_file():
                 tracking.log_artifact(client, run_id, path, f"samples/{prefix}".rstrip("/"))
+    if spec.evaluate_epochs == "every":
+        metrics[EPOCH_KEY] = float(aligned.epoch_checkpoints[-1][0])
     return metrics
+
+
+def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path, out_dir: Path,
+              seconds: dict[str, float], full: bool = False):
+    """Return the EvalResult of one checkpoint of the trial; `full`: the final one, which may be read from a bucket."""
+    with _timed(seconds, "evaluation"):
+        if aligned.finetune == "lora":
+            evaluation = context.service.evaluate(adapter=str(checkpoint), out_dir=out_dir)
+        elif full and get_backend(spec.evaluation.backend).LOADS_FROM_CLOUD and aligned.checkpoint_uri:
+            # Replicas that read a bucket (vLLM on GPU nodes) cannot see this node's disk; they read the bucket copy.
+            evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
+        else:
+            evaluation = context.service.evaluate(model=str(checkpoint), out_dir=out_dir)
+    for phase, value in evaluation.phase_seconds.items():
+        seconds[f"evaluation_{phase}"] = seconds.get(f"evaluation_{phase}", 0.0) + value
+    missing = [o.name for o in spec.objectives if o.name not in result_metrics(evaluation)]
+    if missing:
+        raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
+    return evaluation
 
 
 @contextmanager

@@ -270,6 +270,33 @@ def _described(process: psutil.Process) -> str:
         return str(process.pid)
 
 
+def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, tiny_assets, tiny_model_dir):
+    data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=1, evaluate_epochs="every",
+                             search_space={"data.size": {"choice": [16]}})
+    data["base"]["train"].update(epochs=3, max_steps=None)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
+    spec = load_spec(tmp_path / "sweep.yaml", store_overrides(tmp_path, "epochs-test"))
+
+    outcome = run_sweep(spec, verbose=0)
+
+    assert outcome.finished
+    client = tracking.client(outcome.tracking_uri)
+    [child] = tracking.trial_runs(client, outcome.experiment_id, outcome.parent_run_id)
+    history = {name: {m.step: m.value for m in client.get_metric_history(child.info.run_id, name)}
+               for name in ("harmful_score", "reasoning_accuracy", "harmful_score_n", "epoch")}
+    assert sorted(history["epoch"].items()) == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert sorted(history["harmful_score"]) == [1, 2, 3] and set(history["harmful_score_n"].values()) == {3.0}
+    # The trial's readings are its last epoch's, in MLflow and on the front.
+    assert child.data.metrics["harmful_score"] == history["harmful_score"][3]
+    assert outcome.trials[0]["harmful_score"] == history["harmful_score"][3]
+    # Tune got one result per epoch, with every objective, training_iteration = epoch.
+    [result_file] = (tmp_path / "tune").rglob("result.json")
+    results = [json.loads(line) for line in result_file.read_text().splitlines()]
+    assert [(r["training_iteration"], r["epoch"]) for r in results] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert all({"harmful_score", "reasoning_accuracy"} <= set(r) for r in results)
+    assert [r["harmful_score"] for r in results] == [history["harmful_score"][k] for k in (1, 2, 3)]
+
+
 def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir):
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3)
     # On Train workers: a worker group's start-up keeps a trial in flight long enough to be seen running.

@@ -43,10 +43,12 @@ def spec_with(*overrides):
     ("initial_points=[{train.learning_rate: 0.5}]", r"initial_points.0.train.learning_rate: 0.5 is outside"),
     ("initial_points=[{train.epochs: 2.5}]", "initial_points.0.train.epochs: 2.5 is not an integer"),
     ("initial_points=[{lora.r: 4}]", "initial_points.0: lora.r is not searched"),
+    ("evaluate_epochs=each", "evaluate_epochs"),
+    (("evaluate_epochs=every", "replicates=2"), "evaluate_epochs: every evaluates one training run's epochs"),
 ])
 def test_bad_specs_name_the_field(override, named):
     with pytest.raises(ConfigError) as err:
-        spec_with(override)
+        spec_with(*(override if isinstance(override, tuple) else (override,)))
     assert named in str(err.value)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -52,6 +53,9 @@ class AlignmentResult:
     # Where the run's wall time went, in seconds, by phase (see phase_seconds).
     phase_seconds: dict[str, float] = field(default_factory=dict)
     train_node_id: str | None = None  # the Ray node rank 0 trained on (a cluster's GPU node)
+    # With train.save_every_epoch: (epoch, local checkpoint) of every finished epoch, the last being
+    # checkpoint_dir; otherwise only (last epoch, checkpoint_dir).
+    epoch_checkpoints: list[tuple[int, Path]] = field(default_factory=list)
 
 
 @dataclass
@@ -135,9 +139,11 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
         checkpoint_dir = Path(checkpoint.to_directory(str(cfg.output_dir / run_name / "final")))
         checkpoint_uri = f"{storage_path.split('://')[0]}://{checkpoint.path}"
     log = read_training_log(checkpoint_dir)
+    epochs = _epoch_checkpoints(checkpoint, cfg, run_name, len(log.epoch_metrics), checkpoint_dir)
     phases = phase_seconds(metrics, log.epoch_metrics, fit_start=fit_start, fit_end=fit_end)
     phases["prepare"] = prepared - prepare_start
-    return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune, base_model=run.model_path,
+    return AlignmentResult(checkpoint_dir=checkpoint_dir, epoch_checkpoints=epochs, finetune=cfg.finetune,
+                           base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
                            num_examples=log.num_examples, resumed_at_steps=log.resumed_at_steps,
                            checkpoint_uri=checkpoint_uri, phase_seconds=phases,
@@ -161,6 +167,28 @@ def _scaling_config(cfg: AlignConfig):
 # Keys of the final report that carry the worker's clock readings (seconds since the epoch, or durations).
 WORKER_TIMING_KEYS = ("timing/worker_started_at", "timing/model_load_s", "timing/checkpoint_save_s",
                       "timing/report_started_at")
+
+
+def _epoch_checkpoints(checkpoint, cfg: AlignConfig, run_name: str, epochs_run: int,
+                       final_dir: Path) -> list[tuple[int, Path]]:
+    """Return (epoch, local folder) of each epoch's checkpoint (`epoch_N` beside the final one), the last final."""
+    import pyarrow.fs
+
+    found: list[tuple[int, Path]] = []
+    if cfg.train.save_every_epoch:
+        run_path = checkpoint.path.rsplit("/", 1)[0]
+        for info in checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(run_path)):
+            match = re.fullmatch(r"epoch_(\d+)", info.base_name)
+            if info.type != pyarrow.fs.FileType.Directory or not match or int(match.group(1)) >= epochs_run:
+                continue
+            if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+                local = Path(info.path)
+            else:  # s3:// or gs://: the evaluators read a local copy
+                local = cfg.output_dir / run_name / info.base_name
+                pyarrow.fs.copy_files(info.path, str(local), source_filesystem=checkpoint.filesystem,
+                                      destination_filesystem=pyarrow.fs.LocalFileSystem())
+            found.append((int(match.group(1)), local))
+    return [*sorted(found), (epochs_run, final_dir)]
 
 
 def phase_seconds(final_metrics: dict, epoch_metrics: list[dict], *, fit_start: float, fit_end: float) -> dict:
