@@ -34,10 +34,13 @@ class SweepLayout:
     reference: dict[str, float]
     searched: list[str]
     constraints: list[Constraint] = field(default_factory=list)
+    epoch_points: bool = False  # evaluate_epochs: fidelity: each evaluated epoch of a trial is a point of its own
 
     @classmethod
     def from_spec(cls, spec: SweepSpec) -> SweepLayout:
-        return cls(spec.directions(), spec.reference_point(), list(spec.search_space), spec.parsed_constraints())
+        epoch_points = spec.evaluate_epochs == "fidelity"
+        searched = [*spec.search_space, *(["train.epochs"] if epoch_points else [])]
+        return cls(spec.directions(), spec.reference_point(), searched, spec.parsed_constraints(), epoch_points)
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> SweepLayout:
@@ -57,7 +60,10 @@ class SweepLayout:
             if path not in searched:
                 searched.append(path)
         constraints = [Constraint.parse(text) for text in json.loads(params.get("constraints", "[]"))]
-        return cls(directions, reference, searched, constraints)
+        epoch_points = params.get("evaluate_epochs") == "fidelity"
+        if epoch_points:  # each epoch is a point: its epoch count is shown as if searched
+            searched.append("train.epochs")
+        return cls(directions, reference, searched, constraints, epoch_points)
 
     @property
     def group_by(self) -> str | None:
@@ -148,8 +154,39 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
         record["feasible"] = feasible(record, layout.constraints) if known else None
         if tags.get(tracking.ERROR_TAG):
             record["error"] = tags[tracking.ERROR_TAG].strip().splitlines()[-1]
-        records.append(record)
+        if layout.epoch_points and run.info.status == "FINISHED":
+            records.extend(epoch_records(client, run.info.run_id, record, layout))
+        else:
+            records.append(record)
     return records
+
+
+def epoch_records(client, run_id: str, record: dict, layout: SweepLayout) -> list[dict]:
+    """Return one record per evaluated epoch of a finished trial: `TRIAL@eK`, train.epochs = K, epoch K's readings.
+
+    With a constant schedule epoch K of the trial's run is the K-epoch run (docs/readings.md), so each is a
+    point of the search of its own; the readings are the trial run's metrics at step K.
+    """
+    names = ["epoch", "collapsed", *(c.name for c in layout.constraints)]
+    for name in layout.directions:
+        names += [name, name + CI_LOW, name + CI_HIGH, name + COUNT]
+    history: dict[int, dict[str, float]] = {}
+    for name in dict.fromkeys(names):
+        for metric in client.get_metric_history(run_id, name):
+            history.setdefault(metric.step, {})[name] = metric.value
+    out = []
+    steps = sorted(k for k, values in history.items() if k >= 1 and "epoch" in values)
+    for step in steps:
+        values = history[step]
+        point = {**record, **{k: v for k, v in values.items() if k not in ("epoch", "collapsed")},
+                 "trial_id": f"{record['trial_id']}@e{step}", "params": {**record["params"], "train.epochs": step},
+                 "collapsed": bool(values.get("collapsed", 0.0)), "epoch": step,
+                 # The run's time is counted once, with its last epoch: one training run made every point.
+                 "seconds": record["seconds"] if step == steps[-1] else {}}
+        if layout.constraints:
+            point["feasible"] = feasible(point, layout.constraints)
+        out.append(point)
+    return out or [record]
 
 
 def sweep_front(trials: list[dict], directions: dict[str, str]) -> list[int]:
@@ -231,9 +268,10 @@ def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[d
                  title: str) -> tuple[list[int], float, Path | None]:
     """Tag every child run, log the plots, CSV and hypervolume to the parent; return (front, hypervolume, plot path)."""
     front = sweep_front(trials, layout.directions)
-    on_front = set(front)
-    for i, trial in enumerate(trials):
-        client.set_tag(trial["run_id"], tracking.PARETO_TAG, "true" if i in on_front else "false")
+    # A run is on the front when any of its points is (with evaluate_epochs: fidelity, one point per epoch).
+    runs_on_front = {trials[i]["run_id"] for i in front}
+    for run_id in dict.fromkeys(t["run_id"] for t in trials):
+        client.set_tag(run_id, tracking.PARETO_TAG, "true" if run_id in runs_on_front else "false")
     volume = hypervolume([trials[i] for i in front], layout.directions, layout.reference)
     finished = sum(t["status"] == "FINISHED" for t in trials)
     tracking.log_metrics(client, parent_run_id, {

@@ -270,12 +270,13 @@ class SweepSpec(Strict):
                             "with a 95% Student-t interval across seeds (NAME_ci_low, NAME_ci_high); the front is "
                             "built on the means and every seed's readings stay in MLflow as seed<k>/NAME. 1 keeps "
                             "one run per point.")
-    evaluate_epochs: Literal["last", "every"] = Field(
-        "last", description="Checkpoints a trial evaluates: last (the end of training) or every (each epoch's, so one "
+    evaluate_epochs: Literal["last", "every", "fidelity"] = Field(
+        "last", description="Checkpoints a trial evaluates: last (the end of training); every (each epoch's, so one "
         "run of E epochs reads the whole curve: each reading goes to Tune with training_iteration = epoch and to "
-        "MLflow at step = epoch, and the trial's readings are its last epoch's). With a cosine or linear schedule, "
-        "or warm-up, epoch k of a longer run is not a k-epoch run; only a constant schedule makes them the same. "
-        "Not with replicates above 1.")
+        "MLflow at step = epoch, and the trial's readings are its last epoch's); or fidelity (as every, and each "
+        "epoch K is a point of its own on the front, the K-epoch run, so train.epochs is not searched: "
+        "base.train.epochs is the longest run; needs base.train.scheduler: constant, since with a decaying "
+        "schedule or warm-up epoch K of a longer run is not the K-epoch run). Not with replicates above 1.")
     max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once; each runs its own Ray "
                                        "Train workers, so size this to the cluster.")
     resources_per_trial: dict[str, float] = Field(
@@ -337,13 +338,24 @@ class SweepSpec(Strict):
                              f"choice or int), so {self.num_samples} trials would repeat points, and a repeat only "
                              f"reuses the earlier result; set num_samples={points} (auto then runs the grid), or "
                              "fewer")
-        if self.evaluate_epochs == "every" and self.replicates > 1:
-            raise ValueError(f"evaluate_epochs: every evaluates one training run's epochs, and replicates="
+        if self.evaluate_epochs == "fidelity":
+            if self.base.train.scheduler != "constant":
+                raise ValueError(f"evaluate_epochs: fidelity reads epoch K of a {self.base.train.epochs}-epoch run as "
+                                 f"the K-epoch run, which holds only for a constant schedule, and "
+                                 f"base.train.scheduler is {self.base.train.scheduler}; set "
+                                 "base.train.scheduler=constant, or use evaluate_epochs=every (epochs read as points "
+                                 "of the longer run)")
+            if "train.epochs" in self.search_space:
+                raise ValueError("evaluate_epochs: fidelity makes every epoch up to base.train.epochs a point of its "
+                                 "own, so search_space.train.epochs would search it twice; drop it "
+                                 "(search_space.train.epochs=null) and set base.train.epochs to the longest run")
+        if self.evaluate_epochs != "last" and self.replicates > 1:
+            raise ValueError(f"evaluate_epochs: {self.evaluate_epochs} evaluates one training run's epochs, and replicates="
                              f"{self.replicates} trains several; use evaluate_epochs=last with replicates, or "
                              "replicates=1")
-        if (self.evaluate_epochs == "every" and self.base.finetune == "full"
+        if (self.evaluate_epochs != "last" and self.base.finetune == "full"
                 and self.evaluation.backend == "vllm"):
-            raise ValueError("evaluate_epochs: every with finetune full and backend vllm is not supported (the "
+            raise ValueError(f"evaluate_epochs: {self.evaluate_epochs} with finetune full and backend vllm is not supported (the "
                              "replicas read the final checkpoint from the bucket only); use evaluate_epochs=last, "
                              "LoRA, or backend=transformers")
         choice = self.sampler_choice()

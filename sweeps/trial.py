@@ -64,7 +64,7 @@ def result_metrics(result) -> dict[str, float]:
 def trial_config(spec: SweepSpec, point: dict[str, Any], trial_id: str):
     """Return the AlignConfig of one trial: the base with the sampled point, named after the trial."""
     cfg = apply_point(spec.base, point, spec.search_space)
-    if spec.evaluate_epochs == "every":  # each epoch's checkpoint is kept, to be evaluated
+    if spec.evaluate_epochs != "last":  # each epoch's checkpoint is kept, to be evaluated
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_every_epoch": True})})
     return cfg.model_copy(update={"name": f"{spec.name}-{trial_id}"})
 
@@ -192,7 +192,7 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
     seconds["mlflow"] = seconds.get("mlflow", 0.0) + time.perf_counter() - mlflow_start
 
     out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id / prefix.rstrip("/")
-    if spec.evaluate_epochs == "every":
+    if spec.evaluate_epochs != "last":
         # Every epoch before the last: read, logged at its step and reported to Tune (training_iteration = epoch).
         from ray import tune
 
@@ -212,7 +212,7 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
         for path in evaluation.sample_files.values():
             if Path(path).is_file():
                 tracking.log_artifact(client, run_id, path, f"samples/{prefix}".rstrip("/"))
-    if spec.evaluate_epochs == "every":
+    if spec.evaluate_epochs != "last":
         metrics[EPOCH_KEY] = float(aligned.epoch_checkpoints[-1][0])
     return metrics
 

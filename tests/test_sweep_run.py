@@ -270,10 +270,11 @@ def _described(process: psutil.Process) -> str:
         return str(process.pid)
 
 
-def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, tiny_assets, tiny_model_dir):
-    data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=1, evaluate_epochs="every",
+@pytest.mark.parametrize("mode", ["every", "fidelity"])
+def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, tiny_assets, tiny_model_dir, mode):
+    data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=1, evaluate_epochs=mode,
                              search_space={"data.size": {"choice": [16]}})
-    data["base"]["train"].update(epochs=3, max_steps=None)
+    data["base"]["train"].update(epochs=3, max_steps=None, scheduler="constant")
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
     spec = load_spec(tmp_path / "sweep.yaml", store_overrides(tmp_path, "epochs-test"))
 
@@ -286,9 +287,16 @@ def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, t
                for name in ("harmful_score", "reasoning_accuracy", "harmful_score_n", "epoch")}
     assert sorted(history["epoch"].items()) == [(1, 1.0), (2, 2.0), (3, 3.0)]
     assert sorted(history["harmful_score"]) == [1, 2, 3] and set(history["harmful_score_n"].values()) == {3.0}
-    # The trial's readings are its last epoch's, in MLflow and on the front.
+    # The trial's readings are its last epoch's in MLflow; with fidelity each epoch is a point of its own.
     assert child.data.metrics["harmful_score"] == history["harmful_score"][3]
-    assert outcome.trials[0]["harmful_score"] == history["harmful_score"][3]
+    if mode == "every":
+        assert [t["harmful_score"] for t in outcome.trials] == [history["harmful_score"][3]]
+    else:
+        trial_id = child.data.tags[tracking.TRIAL_ID_TAG]
+        assert [(t["trial_id"], t["params"]["train.epochs"], t["harmful_score"]) for t in outcome.trials] == [
+            (f"{trial_id}@e{k}", k, history["harmful_score"][k]) for k in (1, 2, 3)]
+        assert sum(bool(t["seconds"]) for t in outcome.trials) == 1  # one training run, its time counted once
+        assert client.get_run(child.info.run_id).data.tags[tracking.PARETO_TAG] == "true"
     # Tune got one result per epoch, with every objective, training_iteration = epoch.
     [result_file] = (tmp_path / "tune").rglob("result.json")
     results = [json.loads(line) for line in result_file.read_text().splitlines()]

@@ -45,6 +45,9 @@ def spec_with(*overrides):
     ("initial_points=[{lora.r: 4}]", "initial_points.0: lora.r is not searched"),
     ("evaluate_epochs=each", "evaluate_epochs"),
     (("evaluate_epochs=every", "replicates=2"), "evaluate_epochs: every evaluates one training run's epochs"),
+    ("evaluate_epochs=fidelity", "search_space.train.epochs would search it twice"),
+    (("evaluate_epochs=fidelity", "search_space.train.epochs=null", "base.train.scheduler=cosine"),
+     "set base.train.scheduler=constant"),
 ])
 def test_bad_specs_name_the_field(override, named):
     with pytest.raises(ConfigError) as err:
