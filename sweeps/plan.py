@@ -66,6 +66,14 @@ def search_lines(spec: SweepSpec) -> list[str]:
                       for name, fields in param.bundles.items()]
         else:
             lines.append(f"  {path}: {param.kind} {list(param.bounds_or_choices(param.kind))}")
+    if spec.evaluate_epochs != "last":
+        epochs = spec.search_space["train.epochs"].extremes()[-1] if "train.epochs" in spec.search_space \
+            else spec.base.train.epochs
+        each = ("each epoch K is a point of its own on the front (the K-epoch run)"
+                if spec.evaluate_epochs == "fidelity" else "the trial's readings are its last epoch's")
+        lines.append(f"evaluate_epochs: {spec.evaluate_epochs}: each trial evaluates every epoch's checkpoint, up to "
+                     f"{_count(epochs, 'evaluation')} a trial where last evaluates one; {each}. The estimate below "
+                     "is per trial as written: include those evaluations in it")
     if spec.initial_points:
         lines.append(f"tried first: {_count(len(spec.initial_points), 'initial point')}"
                      + (", the rest sampled" if len(spec.initial_points) < spec.num_samples else ""))
