@@ -145,12 +145,15 @@ class EvaluatorService:
 
     def shutdown(self) -> None:
         """Delete this service's apps, and stop Ray if this service started it."""
-        if ray.is_initialized() and self._owns_ray:
-            ray.shutdown()  # the session ends, and Serve and its apps with it, quietly (see sweeps.runner)
-        elif ray.is_initialized():
+        if ray.is_initialized() and self._owns_ray and started_here():
+            ray.shutdown()  # the session this machine started ends, and Serve with it, quietly (see sweeps.runner)
+        elif ray.is_initialized():  # a cluster outlives this service: it keeps nothing of it
             for app in (self.app_name, *self.judge_apps.values()):
                 if app in serve.status().applications:
                     serve.delete(app)
+            if self._owns_ray:
+                serve.shutdown()
+                ray.shutdown()
         self.base_source, self._owns_ray = None, False
 
     @property

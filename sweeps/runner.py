@@ -26,7 +26,7 @@ from sweeps.report import SweepLayout, base_point, describe_sweep, record_front,
 from sweeps.search_space import apply_point, build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
 from sweeps.spec import SweepSpec
 from sweeps.trial import RECORDED_FLAG, TrialContext, result_metrics, run_trial
-from trainables.local_ray import init_local_ray
+from trainables.local_ray import init_local_ray, started_here
 from trainables.schema import ConfigError
 
 # Save Tune's experiment state at least this often (seconds), so a killed driver loses almost nothing.
@@ -358,11 +358,17 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1, accept
         client.set_terminated(parent_run_id, status="FINISHED" if finished else "KILLED")
         return outcome
     finally:
-        if not ray_was_running and ray.is_initialized():
-            # The session this sweep started ends, and Serve and its apps with it. Deleting the apps and then
-            # serve.shutdown() would print Serve's log of each step, and kill Serve's controller while its
-            # proxies' long polls are in flight: Ray prints each failed poll ("(raylet) Task
+        if not ray_was_running and ray.is_initialized() and started_here():
+            # The session this sweep started on this machine ends, and Serve and its apps with it. Deleting the
+            # apps and then serve.shutdown() would print Serve's log of each step, and kill Serve's controller
+            # while its proxies' long polls are in flight: Ray prints each failed poll ("(raylet) Task
             # ServeController.listen_for_change failed … killed by ray.kill") around the summary.
             ray.shutdown()
-        elif service is not None:  # a session that outlives the sweep keeps no apps of it
-            service.shutdown()
+        else:  # a cluster outlives the sweep: it keeps nothing of it, so idle nodes can go back
+            if service is not None:
+                service.shutdown()
+            if not ray_was_running and ray.is_initialized():
+                from ray import serve
+
+                serve.shutdown()
+                ray.shutdown()

@@ -296,7 +296,10 @@ def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, t
         assert [(t["trial_id"], t["params"]["train.epochs"], t["harmful_score"]) for t in outcome.trials] == [
             (f"{trial_id}@e{k}", k, history["harmful_score"][k]) for k in (1, 2, 3)]
         assert sum(bool(t["seconds"]) for t in outcome.trials) == 1  # one training run, its time counted once
-        assert client.get_run(child.info.run_id).data.tags[tracking.PARETO_TAG] == "true"
+        collapsed = {m.step: bool(m.value) for m in client.get_metric_history(child.info.run_id, "collapsed")}
+        assert [t["collapsed"] for t in outcome.trials] == [collapsed[k] for k in (1, 2, 3)]
+        on_front = any(outcome.trials[i]["run_id"] == child.info.run_id for i in outcome.front)
+        assert client.get_run(child.info.run_id).data.tags[tracking.PARETO_TAG] == str(on_front).lower()
     # Tune got one result per epoch, with every objective, training_iteration = epoch.
     [result_file] = (tmp_path / "tune").rglob("result.json")
     results = [json.loads(line) for line in result_file.read_text().splitlines()]

@@ -101,6 +101,7 @@ def test_reading_each_step_back_one_step_late_changes_nothing(tiny_model_dir, ch
 def _weights_after_epochs(tiny_model_dir, char_tokenizer, tmp_path, scheduler: str, epochs: int,
                           keep_epoch: int) -> dict[str, torch.Tensor]:
     """Train `epochs` epochs and return the trained weights as they were at the end of epoch `keep_epoch`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config(tiny_model_dir, tmp_path, finetune="lora", lora={"r": 4, "alpha": 8, "dropout": 0.2},
                       train={"learning_rate": 5e-3, "epochs": epochs, "per_device_batch_size": 4,
                              "max_seq_length": 256, "scheduler": scheduler, "warmup_ratio": 0.0,
