@@ -170,7 +170,7 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
 
     prefix = f"seed{k}/" if replicates > 1 else ""
     # Named after the trial (and seed), so a retry or a resumed sweep continues this run from its last checkpoint.
-    aligned = run_alignment(cfg, progress=False, run_name=cfg.name)
+    aligned = run_alignment(cfg, progress=False, run_name=cfg.name, keep_epochs=spec.evaluate_epochs != "last")
     for phase, value in aligned.phase_seconds.items():
         seconds[f"train_{phase}"] = seconds.get(f"train_{phase}", 0.0) + value
     mlflow_start = time.perf_counter()

@@ -84,7 +84,8 @@ def unique_run_name(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | None = None) -> AlignmentResult:
+def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | None = None,
+                  keep_epochs: bool = False) -> AlignmentResult:
     """Return the result of safety SFT on Ray Train; starts a local Ray if none is running (local mode needs none).
 
     Ray Train continues a run whose name already has checkpoints in storage: a Tune trial passes a
@@ -139,7 +140,9 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
         checkpoint_dir = Path(checkpoint.to_directory(str(cfg.output_dir / run_name / "final")))
         checkpoint_uri = f"{storage_path.split('://')[0]}://{checkpoint.path}"
     log = read_training_log(checkpoint_dir)
-    epochs = _epoch_checkpoints(checkpoint, cfg, run_name, len(log.epoch_metrics), checkpoint_dir)
+    # keep_epochs: the caller reads every epoch's checkpoint (a bucket's are copied down, so only when asked).
+    epochs = (_epoch_checkpoints(checkpoint, cfg, run_name, len(log.epoch_metrics), checkpoint_dir) if keep_epochs
+              else [(len(log.epoch_metrics), checkpoint_dir)])
     phases = phase_seconds(metrics, log.epoch_metrics, fit_start=fit_start, fit_end=fit_end)
     phases["prepare"] = prepared - prepare_start
     return AlignmentResult(checkpoint_dir=checkpoint_dir, epoch_checkpoints=epochs, finetune=cfg.finetune,
@@ -185,6 +188,7 @@ def _epoch_checkpoints(checkpoint, cfg: AlignConfig, run_name: str, epochs_run: 
                 local = Path(info.path)
             else:  # s3:// or gs://: the evaluators read a local copy
                 local = cfg.output_dir / run_name / info.base_name
+                local.mkdir(parents=True, exist_ok=True)
                 pyarrow.fs.copy_files(info.path, str(local), source_filesystem=checkpoint.filesystem,
                                       destination_filesystem=pyarrow.fs.LocalFileSystem())
             found.append((int(match.group(1)), local))
