@@ -17,7 +17,6 @@ import datetime
 import itertools
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,14 +68,13 @@ def _parse_levels(items: list[str]) -> dict[str, int]:
 
 
 def _git_commit() -> str | None:
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
+    """Return the checkout's commit, with -dirty when it has uncommitted changes (trainables.provenance reads it)."""
+    from trainables.provenance import source_revision
+
+    revision = source_revision()
+    if revision["commit"] is None:
         return None
+    return revision["commit"] + ("-dirty" if revision["dirty"] else "")
 
 
 def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, str], workdir: Path) -> list[GridPoint]:
