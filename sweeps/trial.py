@@ -165,12 +165,59 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
                              k: int, replicates: int, seconds: dict[str, float]) -> dict[str, float]:
     """Return one replicate's readings after training and scoring it; with replicates, its records carry seed<k>/.
 
-    Its time by phase is added to `seconds` (summed over replicates)."""
+    Its time by phase is added to `seconds` (summed over replicates). With evaluate_epochs every or fidelity
+    the run is trained one epoch at a time (`run_alignment(until_epoch=)`, an exact pause): each epoch is read,
+    logged at its step and reported to Tune (training_iteration = epoch) before the next is paid for, so a
+    scheduler can stop the trial there (`sweeps.early_stopping`).
+    """
+    prefix = f"seed{k}/" if replicates > 1 else ""
+    out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id / prefix.rstrip("/")
+    if spec.evaluate_epochs == "last":
+        aligned = _train(cfg, client, run_id, k, prefix, replicates, seconds)
+        return _read_final(spec, context, aligned, client, run_id, k, prefix, out_dir, seconds)
+    from ray import tune
+
+    epoch, planned_pauses = 0, set()
+    while True:
+        epoch += 1
+        before = dict(seconds)
+        aligned = _train(cfg, client, run_id, k, prefix, replicates, seconds, until_epoch=epoch,
+                         planned_pauses=planned_pauses)
+        planned_pauses.add(len(aligned.step_losses))
+        if aligned.finished:  # the last epoch (train.epochs, or fewer under train.max_steps)
+            metrics = _read_final(spec, context, aligned, client, run_id, k, prefix, out_dir / f"epoch_{epoch}",
+                                  seconds)
+            metrics[EPOCH_KEY] = float(epoch)
+            _log_epoch_seconds(client, run_id, epoch, before, seconds)
+            return metrics
+        reading = {**result_metrics(_evaluate(spec, context, aligned, aligned.checkpoint_dir,
+                                              out_dir / f"epoch_{epoch}", seconds)), EPOCH_KEY: float(epoch)}
+        with _timed(seconds, "mlflow"):
+            tracking.log_new_metrics(client, run_id, reading, step=epoch)
+            _log_epoch_seconds(client, run_id, epoch, before, seconds)
+        tune.report({**reading, "mlflow_run_id": run_id})  # a scheduler that stops the trial ends it here
+
+
+EPOCH_TIME_PREFIX = "epoch_time/"  # with every epoch read: each epoch's seconds by phase, logged at its step
+
+
+def _log_epoch_seconds(client, run_id: str, epoch: int, before: dict[str, float], after: dict[str, float]) -> None:
+    """Log the seconds this epoch's stage added to each phase (training, generation, judging) at step `epoch`."""
+    spent = {phase: after[phase] - before.get(phase, 0.0) for phase in after}
+    phases = {"train": spent.get("train_ray_train", 0.0) + spent.get("train_prepare", 0.0),
+              "generation": spent.get("evaluation_generation", 0.0),
+              "judging": spent.get("evaluation_other", 0.0)}
+    tracking.log_new_metrics(client, run_id, {f"{EPOCH_TIME_PREFIX}{name}_s": value for name, value in phases.items()},
+                             step=epoch)
+
+
+def _train(cfg, client, run_id: str, k: int, prefix: str, replicates: int, seconds: dict[str, float],
+           until_epoch: int | None = None, planned_pauses: set[int] = frozenset()):
+    """Return the AlignmentResult of training `cfg` (to `until_epoch`, a stage) and record how training went."""
     from trainables.align import run_alignment
 
-    prefix = f"seed{k}/" if replicates > 1 else ""
     # Named after the trial (and seed), so a retry or a resumed sweep continues this run from its last checkpoint.
-    aligned = run_alignment(cfg, progress=False, run_name=cfg.name, keep_epochs=spec.evaluate_epochs != "last")
+    aligned = run_alignment(cfg, progress=False, run_name=cfg.name, until_epoch=until_epoch)
     for phase, value in aligned.phase_seconds.items():
         seconds[f"train_{phase}"] = seconds.get(f"train_{phase}", 0.0) + value
     mlflow_start = time.perf_counter()
@@ -180,9 +227,11 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
     client.set_tag(run_id, CHECKPOINT_TAG if k == 0 else f"{prefix}{CHECKPOINT_TAG}", str(aligned.checkpoint_dir))
     if replicates > 1:
         client.set_tag(run_id, f"{prefix}train.seed", str(cfg.train.seed))
-    if aligned.resumed_at_steps:
-        client.set_tag(run_id, f"{prefix}{RESUMED_TAG}", ", ".join(map(str, aligned.resumed_at_steps)))
-    # An earlier attempt may have logged some of these already: each step is logged once.
+    # A stage continues where the one before paused: only a resume elsewhere is a restart worth recording.
+    restarts = [step for step in aligned.resumed_at_steps if step not in planned_pauses]
+    if restarts:
+        client.set_tag(run_id, f"{prefix}{RESUMED_TAG}", ", ".join(map(str, restarts)))
+    # An earlier attempt (or stage) may have logged some of these already: each step is logged once.
     tracking.log_curve(client, run_id, f"{prefix}train_loss", aligned.step_losses)
     for epoch in aligned.epoch_metrics:
         step = int(epoch.get("epoch", 0))
@@ -190,19 +239,12 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
                                                   if name != "epoch"}, step=step)
     tracking.log_new_metrics(client, run_id, {f"{prefix}num_examples": aligned.num_examples})
     seconds["mlflow"] = seconds.get("mlflow", 0.0) + time.perf_counter() - mlflow_start
+    return aligned
 
-    out_dir = Path(cfg.output_dir) / "evaluations" / spec.name / trial_id / prefix.rstrip("/")
-    if spec.evaluate_epochs != "last":
-        # Every epoch before the last: read, logged at its step and reported to Tune (training_iteration = epoch).
-        from ray import tune
 
-        for epoch, checkpoint in aligned.epoch_checkpoints[:-1]:
-            earlier = {**result_metrics(_evaluate(spec, context, aligned, checkpoint, out_dir / f"epoch_{epoch}",
-                                                  seconds)), EPOCH_KEY: float(epoch)}
-            with _timed(seconds, "mlflow"):
-                tracking.log_new_metrics(client, run_id, earlier, step=epoch)
-            tune.report({**earlier, "mlflow_run_id": run_id})
-        out_dir = out_dir / f"epoch_{aligned.epoch_checkpoints[-1][0]}"
+def _read_final(spec: SweepSpec, context: TrialContext, aligned, client, run_id: str, k: int, prefix: str,
+                out_dir: Path, seconds: dict[str, float]) -> dict[str, float]:
+    """Return the readings of the run's final checkpoint, recording its judge, provenance and sample files."""
     evaluation = _evaluate(spec, context, aligned, aligned.checkpoint_dir, out_dir, seconds, full=True)
     metrics = result_metrics(evaluation)
     with _timed(seconds, "mlflow"):
@@ -212,8 +254,6 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
         for path in evaluation.sample_files.values():
             if Path(path).is_file():
                 tracking.log_artifact(client, run_id, path, f"samples/{prefix}".rstrip("/"))
-    if spec.evaluate_epochs != "last":
-        metrics[EPOCH_KEY] = float(aligned.epoch_checkpoints[-1][0])
     return metrics
 
 

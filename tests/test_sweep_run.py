@@ -289,6 +289,12 @@ def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, t
     assert sorted(history["harmful_score"]) == [1, 2, 3] and set(history["harmful_score_n"].values()) == {3.0}
     # The trial's readings are its last epoch's in MLflow; with fidelity each epoch is a point of its own.
     assert child.data.metrics["harmful_score"] == history["harmful_score"][3]
+    # Trained one epoch per stage: each epoch's seconds by phase sit at its step, and the planned pauses are
+    # not recorded as restarts.
+    for phase in ("train", "generation", "judging"):
+        steps = {m.step: m.value for m in client.get_metric_history(child.info.run_id, f"epoch_time/{phase}_s")}
+        assert sorted(steps) == [1, 2, 3] and all(value > 0 for value in steps.values()), phase
+    assert "train.resumed_at_steps" not in child.data.tags
     if mode == "every":
         assert [t["harmful_score"] for t in outcome.trials] == [history["harmful_score"][3]]
     else:

@@ -132,3 +132,43 @@ def test_with_a_constant_schedule_epoch_2_of_a_4_epoch_run_is_the_2_epoch_run(ti
     longer = _weights_after_epochs(tiny_model_dir, char_tokenizer, tmp_path / "c4", "cosine", 4, keep_epoch=2)
     shorter = _weights_after_epochs(tiny_model_dir, char_tokenizer, tmp_path / "c2", "cosine", 2, keep_epoch=2)
     assert any(not torch.equal(longer[key], value) for key, value in shorter.items())
+
+
+@pytest.mark.slow  # four short training runs; seconds on a quiet machine
+def test_a_run_paused_after_each_epoch_ends_with_the_weights_of_an_undisturbed_run(tiny_model_dir, char_tokenizer,
+                                                                                   tmp_path):
+    # A sweep that reads every epoch trains one epoch per stage (stop_after_epoch), each resumed from the
+    # last: with a cosine schedule over the whole run, warm-up and dropout on, it must end where one run ends.
+    cfg = tiny_config(tiny_model_dir, tmp_path, finetune="lora", lora={"r": 4, "alpha": 8, "dropout": 0.2},
+                      train={"learning_rate": 5e-3, "epochs": 3, "per_device_batch_size": 4,
+                             "max_seq_length": 256, "scheduler": "cosine", "warmup_ratio": 0.2,
+                             "save_every_epoch": True})
+    features, pad, device = refusal_features(char_tokenizer), char_tokenizer.pad_token_id, torch.device("cpu")
+    undisturbed = load_model(str(tiny_model_dir), cfg, device)
+    full_log = run_training(undisturbed, features, cfg, device=device, pad_id=pad, progress=False)
+
+    state, names = None, []
+    for epoch in (1, 2, 3):
+        model = load_model(str(tiny_model_dir), cfg, device)
+        if state is not None:
+            restore_weights(model, tmp_path / names[-1], cfg)
+
+        def keep(log, metrics, steps, saved_state, name, model=model):
+            save_checkpoint(model, char_tokenizer, tmp_path / name, cfg, log, resume=saved_state)
+            names.append(name)
+
+        log = run_training(model, features, cfg, device=device, pad_id=pad, progress=False, on_checkpoint=keep,
+                           resume=state, stop_after_epoch=epoch)
+        assert [m["epoch"] for m in log.epoch_metrics] == list(range(1, epoch + 1))
+        state = read_resume_state(tmp_path / names[-1], rank=0)
+        # A stage asked again (a retried trial) trains nothing: it is already past that epoch.
+        again = run_training(load_model(str(tiny_model_dir), cfg, device), features, cfg, device=device, pad_id=pad,
+                             progress=False, resume=state, stop_after_epoch=epoch)
+        assert again.step_losses == log.step_losses
+    assert names == ["epoch_1", "epoch_2", "final"]
+    assert log.step_losses == full_log.step_losses
+    for key, value in trained_weights(undisturbed).items():
+        assert torch.equal(trained_weights(model)[key], value), key
+    with pytest.raises(ValueError, match="save_every_epoch"):
+        plain = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_every_epoch": False})})
+        run_training(model, features, plain, device=device, pad_id=pad, progress=False, stop_after_epoch=1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import tempfile
 import time
 import uuid
@@ -53,9 +52,7 @@ class AlignmentResult:
     # Where the run's wall time went, in seconds, by phase (see phase_seconds).
     phase_seconds: dict[str, float] = field(default_factory=dict)
     train_node_id: str | None = None  # the Ray node rank 0 trained on (a cluster's GPU node)
-    # With train.save_every_epoch: (epoch, local checkpoint) of every finished epoch, the last being
-    # checkpoint_dir; otherwise only (last epoch, checkpoint_dir).
-    epoch_checkpoints: list[tuple[int, Path]] = field(default_factory=list)
+    finished: bool = True  # False for a stage (`until_epoch`) that paused before the run's last step
 
 
 @dataclass
@@ -85,7 +82,7 @@ def unique_run_name(name: str) -> str:
 
 
 def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | None = None,
-                  keep_epochs: bool = False) -> AlignmentResult:
+                  until_epoch: int | None = None) -> AlignmentResult:
     """Return the result of safety SFT on Ray Train; starts a local Ray if none is running (local mode needs none).
 
     Ray Train continues a run whose name already has checkpoints in storage: a Tune trial passes a
@@ -93,6 +90,10 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     pattern). Without `run_name` the run gets a unique one. Inside a Tune trial the trainer's reports
     stay with Ray Train (no callback forwards them), so the trial reports only the objectives it
     computes from the returned checkpoint.
+
+    `until_epoch=K` (with train.save_every_epoch) trains one stage: the run pauses after epoch K, and the
+    next call with the same `run_name` and K+1 resumes it exactly (`sft.run_training`'s stop_after_epoch),
+    so a sweep can read each epoch before paying for the next. Its result is epoch K's checkpoint.
     """
     prepare_start = time.time()
     run = prepare_run(cfg)
@@ -115,7 +116,7 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
                       cfg.train.max_steps or math.inf)
     with ray_backend.run_settings(total_steps) as poll_interval_s:
         job = {"cfg": cfg, "run": run, "progress": progress, "run_name": run_name, "storage_path": storage_path,
-               "report_interval_s": max(poll_interval_s, MIN_REPORT_INTERVAL_S)}
+               "report_interval_s": max(poll_interval_s, MIN_REPORT_INTERVAL_S), "until_epoch": until_epoch}
         trainer = TorchTrainer(
             _train_worker,
             # Workers get the job through the object store: Ray Train's controller unpickles train_loop_config
@@ -137,20 +138,23 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         checkpoint_dir = Path(checkpoint.path)
     else:  # s3:// or gs://: the evaluators need a local copy
-        checkpoint_dir = Path(checkpoint.to_directory(str(cfg.output_dir / run_name / "final")))
+        checkpoint_dir = Path(checkpoint.to_directory(str(cfg.output_dir / run_name / Path(checkpoint.path).name)))
         checkpoint_uri = f"{storage_path.split('://')[0]}://{checkpoint.path}"
     log = read_training_log(checkpoint_dir)
-    # keep_epochs: the caller reads every epoch's checkpoint (a bucket's are copied down, so only when asked).
-    epochs = (_epoch_checkpoints(checkpoint, cfg, run_name, len(log.epoch_metrics), checkpoint_dir) if keep_epochs
-              else [(len(log.epoch_metrics), checkpoint_dir)])
+    if until_epoch is not None and len(log.epoch_metrics) > until_epoch:
+        # A retried stage whose run went further before: its result is its own epoch's checkpoint.
+        checkpoint_dir = _epoch_checkpoint(checkpoint, cfg, run_name, until_epoch)
+        checkpoint_uri = f"{checkpoint_uri.rsplit('/', 1)[0]}/epoch_{until_epoch}" if checkpoint_uri else None
+        log = read_training_log(checkpoint_dir)
     phases = phase_seconds(metrics, log.epoch_metrics, fit_start=fit_start, fit_end=fit_end)
     phases["prepare"] = prepared - prepare_start
-    return AlignmentResult(checkpoint_dir=checkpoint_dir, epoch_checkpoints=epochs, finetune=cfg.finetune,
+    return AlignmentResult(checkpoint_dir=checkpoint_dir, finetune=cfg.finetune,
                            base_model=run.model_path,
                            step_losses=log.step_losses, epoch_metrics=log.epoch_metrics,
                            num_examples=log.num_examples, resumed_at_steps=log.resumed_at_steps,
                            checkpoint_uri=checkpoint_uri, phase_seconds=phases,
-                           train_node_id=metrics.get(NODE_ID_KEY))
+                           train_node_id=metrics.get(NODE_ID_KEY),
+                           finished=len(log.step_losses) >= log.total_steps)
 
 
 def _scaling_config(cfg: AlignConfig):
@@ -172,27 +176,18 @@ WORKER_TIMING_KEYS = ("timing/worker_started_at", "timing/model_load_s", "timing
                       "timing/report_started_at")
 
 
-def _epoch_checkpoints(checkpoint, cfg: AlignConfig, run_name: str, epochs_run: int,
-                       final_dir: Path) -> list[tuple[int, Path]]:
-    """Return (epoch, local folder) of each epoch's checkpoint (`epoch_N` beside the final one), the last final."""
+def _epoch_checkpoint(checkpoint, cfg: AlignConfig, run_name: str, epoch: int) -> Path:
+    """Return the local folder of the run's `epoch_N` checkpoint, beside `checkpoint` in the run's storage."""
     import pyarrow.fs
 
-    found: list[tuple[int, Path]] = []
-    if cfg.train.save_every_epoch:
-        run_path = checkpoint.path.rsplit("/", 1)[0]
-        for info in checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(run_path)):
-            match = re.fullmatch(r"epoch_(\d+)", info.base_name)
-            if info.type != pyarrow.fs.FileType.Directory or not match or int(match.group(1)) >= epochs_run:
-                continue
-            if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
-                local = Path(info.path)
-            else:  # s3:// or gs://: the evaluators read a local copy
-                local = cfg.output_dir / run_name / info.base_name
-                local.mkdir(parents=True, exist_ok=True)
-                pyarrow.fs.copy_files(info.path, str(local), source_filesystem=checkpoint.filesystem,
-                                      destination_filesystem=pyarrow.fs.LocalFileSystem())
-            found.append((int(match.group(1)), local))
-    return [*sorted(found), (epochs_run, final_dir)]
+    source = f"{checkpoint.path.rsplit('/', 1)[0]}/epoch_{epoch}"
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(source)
+    local = cfg.output_dir / run_name / f"epoch_{epoch}"  # s3:// or gs://: the evaluators read a local copy
+    local.mkdir(parents=True, exist_ok=True)
+    pyarrow.fs.copy_files(source, str(local), source_filesystem=checkpoint.filesystem,
+                          destination_filesystem=pyarrow.fs.LocalFileSystem())
+    return local
 
 
 def phase_seconds(final_metrics: dict, epoch_metrics: list[dict], *, fit_start: float, fit_end: float) -> dict:
@@ -271,7 +266,8 @@ def _train_worker(config: dict) -> dict | None:
         model = sft.load_model(run.model_path, cfg, device)
     checkpoint = local_run.latest_checkpoint() if local else ray.train.get_checkpoint()
     # Before wrapping: DDP and FSDP start from rank 0's weights.
-    resume = _restore(model, checkpoint, cfg, rank, world_size)
+    # A stage of a run paused on purpose (until_epoch) resumes quietly; any other resume is announced.
+    resume = _restore(model, checkpoint, cfg, rank, world_size, announce=config.get("until_epoch") is None)
     if sharded:
         layers = fsdp.decoder_layer_classes(model)
         model = prepare_model(model, move_to_device=False, parallel_strategy="fsdp",
@@ -309,11 +305,12 @@ def _train_worker(config: dict) -> dict | None:
     sft.run_training(model, run.features, cfg, device=device, pad_id=run.pad_id, rank=rank, world_size=world_size,
                      progress=config["progress"], on_step=None if local else on_step,
                      on_epoch_end=None if local else on_epoch_end, on_checkpoint=on_checkpoint,
-                     report_interval_s=config["report_interval_s"], resume=resume)
+                     report_interval_s=config["report_interval_s"], resume=resume,
+                     stop_after_epoch=config.get("until_epoch"))
     return local_run.outcome() if local else None
 
 
-def _restore(model, checkpoint, cfg: AlignConfig, rank: int, world_size: int):
+def _restore(model, checkpoint, cfg: AlignConfig, rank: int, world_size: int, announce: bool = True):
     """Return this worker's ResumeState from `checkpoint`, the run's last (weights loaded into `model`), or None.
 
     Under FSDP only rank 0 holds real weights before wrapping; the others receive them from it.
@@ -333,7 +330,7 @@ def _restore(model, checkpoint, cfg: AlignConfig, rank: int, world_size: int):
                                f"{world_size}; resume with scaling.num_workers={state.log.world_size}")
         if not (cfg.train.fsdp and world_size > 1 and rank != 0):
             sft.restore_weights(model, directory, cfg)
-    if rank == 0:
+    if rank == 0 and announce:
         # Always printed, quiet or not: the run's log shows where a retry picked up.
         sys.stdout.write(f"resuming from checkpoint {Path(checkpoint.path).name} at step {state.step}/"
                          f"{state.log.total_steps}\n")

@@ -245,6 +245,7 @@ def run_training(
     on_checkpoint: Callable[[TrainLog, dict, list[dict], ResumeState, str], None] | None = None,
     report_interval_s: float = 0.0,
     resume: ResumeState | None = None,
+    stop_after_epoch: int | None = None,
 ) -> TrainLog:
     """Return the TrainLog of SFT on `features`; this worker trains on its 1/world_size shard of each epoch.
 
@@ -255,8 +256,14 @@ def run_training(
     also runs every train.save_every_steps steps. Its name is `final` at the end, else `epoch_N` or
     `step_N`. With `resume` (a ResumeState from a checkpoint) the loop continues where that one stopped:
     same optimiser, schedule, data position and RNG, so the result equals an uninterrupted run.
+
+    `stop_after_epoch=K` pauses the run after epoch K's checkpoint (`epoch_K`, with train.save_every_epoch):
+    the schedule still spans every epoch of `cfg`, and a later call resumed from that checkpoint goes on
+    exactly as if it had never paused. A run resumed at or past epoch K returns at once.
     """
     train = cfg.train
+    if stop_after_epoch is not None and not train.save_every_epoch:
+        raise ValueError("stop_after_epoch needs train.save_every_epoch: the paused run continues from that checkpoint")
     sampler = DistributedSampler(features, num_replicas=world_size, rank=rank, shuffle=True, seed=train.seed)
     # Its own generator: by default each new iterator draws a seed from the global RNG, which would
     # shift dropout masks after a resume mid-epoch.
@@ -288,6 +295,8 @@ def run_training(
         _set_rng_state(resume.rng)
         log, step, epoch_losses, epoch_tokens = resume.log, resume.step, resume.epoch_losses, resume.epoch_tokens
         log.resumed_at_steps.append(step)
+    if stop_after_epoch is not None and step >= stop_after_epoch * per_epoch:
+        return log  # this stage was trained before (a retried trial): its checkpoint is the latest
 
     def state(final: bool = False) -> ResumeState:
         return ResumeState(step=step, log=log, epoch_losses=list(epoch_losses), epoch_tokens=epoch_tokens,
@@ -391,6 +400,8 @@ def run_training(
         elif on_epoch_end:
             on_epoch_end(log, is_last, unreported)
             unreported, last_report = [], time.perf_counter()
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break  # paused after its checkpoint; the next stage resumes from it
     return log
 
 
