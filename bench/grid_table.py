@@ -7,6 +7,8 @@ reference, the base model's readings, and for every grid point:
 - `point`: {searched path: value};
 - `readings`: {headline: {value, ci_low, ci_high, n}} plus `collapsed` and `incoherent_rate`;
 - `cost`: training steps, evaluated items, and wall seconds by phase (`time/..._s` of the trial's run);
+- `stage` (tables recorded with `--epochs-as-fidelity`): the run the point is an epoch of, and that
+  epoch's own cost, so a replay can price one run read at every epoch;
 - `items`: per benchmark, one letter per item in benchmark order and whether each reply was incoherent,
   so that a partial evaluation (the first k items) can be scored again exactly:
   reasoning C (correct) or X; safety H (the judge flagged it) or S; over-refusal R (refused) or A.
@@ -38,6 +40,9 @@ class GridPoint:
     cost: dict[str, Any]
     items: dict[str, dict[str, str]] = field(default_factory=dict)
     trial_id: str = ""
+    # In a table recorded with --epochs-as-fidelity: the run this epoch belongs to (`run`), its `epoch`, and
+    # what its stage alone cost (`train_steps`, `seconds` of train, generation and judging); else None.
+    stage: dict[str, Any] | None = None
 
     def value(self, name: str) -> float:
         return self.readings[name]["value"]
@@ -77,7 +82,7 @@ class GridTable:
                 "benchmarks": self.benchmarks,
                 "points": [{"trial_id": p.trial_id, "point": p.point, "readings": p.readings,
                             "collapsed": p.collapsed, "incoherent_rate": p.incoherent_rate, "cost": p.cost,
-                            "items": p.items} for p in self.points]}
+                            "items": p.items, **({"stage": p.stage} if p.stage else {})} for p in self.points]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "table") -> GridTable:
@@ -86,7 +91,7 @@ class GridTable:
                              "with python -m bench.record_grid")
         points = [GridPoint(point=p["point"], readings=p["readings"], collapsed=bool(p["collapsed"]),
                             incoherent_rate=p.get("incoherent_rate"), cost=p["cost"], items=p.get("items", {}),
-                            trial_id=p.get("trial_id", "")) for p in data["points"]]
+                            trial_id=p.get("trial_id", ""), stage=p.get("stage")) for p in data["points"]]
         return cls(about=data["about"], space=data["space"], grid=data["grid"], objectives=data["objectives"],
                    reference=data["reference"], base=data["base"], benchmarks=data["benchmarks"], points=points)
 

@@ -8,6 +8,12 @@ The grid: each `choice` keeps its values and each `int` range every whole number
 in a fresh folder, through the same `run_sweep` as `safetytax sweep`, so every point is a real trial: trained,
 evaluated, judged and recorded in MLflow. The table (bench/grid_table.py) is then read back from MLflow
 and the trials' sample files. `python -m bench.replay` replays samplers against it.
+
+With `--epochs-as-fidelity`, `train.epochs` (an int range of the space) leaves the grid: each grid point
+trains once to the range's top, reading every epoch (`evaluate_epochs: fidelity`, a constant schedule), and
+the table holds a point per epoch, `train.epochs` 1 to the top, with what that epoch's stage cost
+(`GridPoint.stage`). The k-epoch point is exactly the k-epoch run (tests/test_train_resume.py), so the
+replay can price the same grid as separate runs, as one run read at every epoch, and with early stopping.
 """
 
 from __future__ import annotations
@@ -77,8 +83,10 @@ def _git_commit() -> str | None:
     return revision["commit"] + ("-dirty" if revision["dirty"] else "")
 
 
-def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, str], workdir: Path) -> list[GridPoint]:
-    """Return one GridPoint per finished trial of the recorded sweep, in the grid's order."""
+def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, str], workdir: Path,
+                evaluations: Path | None = None) -> list[GridPoint]:
+    """Return one GridPoint per finished trial of the recorded sweep (with `evaluations`, the folder of the
+    trials' per-epoch evaluations: one per epoch of each trial), in the grid's order."""
     from sweeps import tracking
     from sweeps.trial import TIME_PREFIX
 
@@ -87,6 +95,9 @@ def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, st
         if run.info.status != "FINISHED":
             raise SystemExit(f"trial {run.data.tags.get(tracking.TRIAL_ID_TAG)} did not finish "
                              f"({run.info.status}); the table would have a hole; run the command again")
+        if evaluations is not None:
+            points += _epoch_points(client, run, grid, kinds, evaluations)
+            continue
         metrics, params = run.data.metrics, run.data.params
         point = {path: _typed(params[path], grid[path]) for path in grid}
         readings = {name: {"value": metrics[name], "ci_low": metrics[f"{name}_ci_low"],
@@ -107,6 +118,59 @@ def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, st
             items=items_by_benchmark, trial_id=run.data.tags.get(tracking.TRIAL_ID_TAG, "")))
     order = {tuple(values): i for i, values in enumerate(itertools.product(*grid.values()))}
     return sorted(points, key=lambda p: order.get(tuple(p.point[path] for path in grid), len(order)))
+
+
+def _epoch_points(client, run, grid: dict[str, list[Any]], kinds: dict[str, str],
+                  evaluations: Path) -> list[GridPoint]:
+    """Return a GridPoint per evaluated epoch of one trial that read every epoch (evaluate_epochs: fidelity)."""
+    from sweeps import tracking
+    from sweeps.trial import EPOCH_TIME_PREFIX
+
+    run_id, trial_id = run.info.run_id, run.data.tags.get(tracking.TRIAL_ID_TAG, "")
+
+    def at_steps(name: str) -> dict[int, float]:
+        return {m.step: m.value for m in client.get_metric_history(run_id, name)}
+
+    epochs = sorted(at_steps("epoch"))
+    history = {name: at_steps(name) for name in
+               [*(f"{r}{suffix}" for r in READINGS for suffix in ("", "_ci_low", "_ci_high", "_n")),
+                "collapsed", "incoherent_rate", "train/steps",
+                *(f"{EPOCH_TIME_PREFIX}{phase}_s" for phase in ("train", "generation", "judging"))]}
+    fixed = {path: _typed(run.data.params[path], grid[path]) for path in grid if path != EPOCHS_PATH}
+    points, steps, train_s = [], 0, 0.0
+    for epoch in epochs:
+        seconds = {phase: round(history[f"{EPOCH_TIME_PREFIX}{phase}_s"][epoch], 3)
+                   for phase in ("train", "generation", "judging")}
+        steps += int(history["train/steps"][epoch])
+        train_s += seconds["train"]
+        readings = {name: {"value": history[name][epoch], "ci_low": history[f"{name}_ci_low"][epoch],
+                           "ci_high": history[f"{name}_ci_high"][epoch], "n": int(history[f"{name}_n"][epoch])}
+                    for name in READINGS if epoch in history[name]}
+        items = {}
+        for benchmark, kind in kinds.items():
+            path = evaluations / trial_id / f"epoch_{epoch}" / _sample_file(benchmark)
+            items[benchmark] = item_letters(kind, [json.loads(line) for line in path.read_text().splitlines() if line])
+        evaluation_s = seconds["generation"] + seconds["judging"]
+        points.append(GridPoint(
+            point={**fixed, EPOCHS_PATH: epoch}, readings=readings, collapsed=bool(history["collapsed"][epoch]),
+            incoherent_rate=history["incoherent_rate"].get(epoch),
+            # What this epoch would cost as a run of its own: its epochs of training, then one evaluation.
+            cost={"train_steps": steps, "items": sum(len(v["verdicts"]) for v in items.values()),
+                  "seconds": {"train": round(train_s, 3), "generation": seconds["generation"],
+                              "judging": seconds["judging"], "trial": round(train_s + evaluation_s, 3)}},
+            items=items, trial_id=f"{trial_id}@e{epoch}",
+            stage={"run": trial_id, "epoch": epoch, "train_steps": int(history["train/steps"][epoch]),
+                   "seconds": seconds}))
+    return points
+
+
+EPOCHS_PATH = "train.epochs"
+
+
+def _sample_file(benchmark: str) -> str:
+    from evaluators.service import sample_file_name
+
+    return sample_file_name(benchmark)
 
 
 def _typed(text: str, values: list[Any]) -> Any:
@@ -131,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="Folder for the sweep's MLflow store and state "
                                                         "(default: a fresh temporary folder, removed after).")
     parser.add_argument("--concurrency", type=int, default=2, help="Trials at once (max_concurrent_trials).")
+    parser.add_argument("--epochs-as-fidelity", action="store_true",
+                        help="Train each grid point once to the top of the train.epochs range, reading every "
+                             "epoch (evaluate_epochs: fidelity), and record a point per epoch from 1 up.")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="More overrides of the spec.")
     args = parser.parse_args(argv)
 
@@ -141,10 +208,26 @@ def main(argv: list[str] | None = None) -> int:
         # The user's overrides shape the space the grid covers; a grid has no initial points.
         spec = load_spec(args.spec, ["initial_points=[]", *args.overrides])
         grid = grid_of(spec.search_space, _parse_levels(args.levels))
-        size = math.prod(len(v) for v in grid.values())
+        swept = dict(grid)
+        fidelity = []
+        if args.epochs_as_fidelity:
+            param = spec.search_space.get(EPOCHS_PATH)
+            if param is None or param.kind != "int":
+                raise ConfigError(f"--epochs-as-fidelity: search_space.{EPOCHS_PATH} must be an int range")
+            del swept[EPOCHS_PATH]
+            top = param.int_range[1]
+            grid[EPOCHS_PATH] = list(range(1, top + 1))
+            fidelity = ["evaluate_epochs=fidelity", f"base.train.epochs={top}"]
+        size = math.prod(len(v) for v in swept.values())
+        if fidelity:  # the whole space is replaced, so that train.epochs leaves it
+            if any(param.bundles for param in spec.search_space.values()):
+                raise ConfigError("--epochs-as-fidelity: a search space with bundles is not supported")
+            grid_space = ["search_space=" + json.dumps({path: {"choice": values} for path, values in swept.items()})]
+        else:
+            grid_space = [f"search_space.{path}={_yaml_flow(values)}" for path, values in swept.items()]
         overrides = ["sampler=grid", "initial_points=[]", f"num_samples={size}",
                      f"max_concurrent_trials={args.concurrency}", f"name=grid-{spec.name}-seed{args.seed}",
-                     *(f"search_space.{path}={_yaml_flow(values)}" for path, values in grid.items())]
+                     *grid_space, *fidelity]
         if spec.base.model.startswith("tiny://lrm"):
             overrides.append(f"base.model=tiny://lrm?seed={args.seed}")
         overrides = [*args.overrides, *overrides]
@@ -163,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"record_grid: error: {err}", file=sys.stderr)
             return 2
-        print(f"recording {size} grid points of {spec.name} (" + " x ".join(f"{len(v)} {p}" for p, v in grid.items())
-              + f") in {workdir}", flush=True)
+        print(f"recording {size} grid points of {spec.name} (" + " x ".join(f"{len(v)} {p}" for p, v in swept.items())
+              + (f", every epoch up to {grid[EPOCHS_PATH][-1]} read" if fidelity else "") + f") in {workdir}",
+              flush=True)
         from sweeps import tracking
         from sweeps.runner import run_sweep
 
@@ -175,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         client = tracking.client(outcome.tracking_uri)
         kinds = {name: _kind(name) for name in grid_spec.evaluation.benchmarks}
-        points = read_points(client, outcome, grid, kinds, workdir / "artifacts")
+        evaluations = (Path(grid_spec.base.output_dir) / "evaluations" / grid_spec.name) if fidelity else None
+        points = read_points(client, outcome, grid, kinds, workdir / "artifacts", evaluations)
         from sweeps.provenance import recorded
 
         # What the readings came from: the LRM's content hash (its build differs from machine to machine),

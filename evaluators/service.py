@@ -47,7 +47,8 @@ from trainables.locations import is_bucket, resolve_model
 from trainables.schema import ConfigError
 
 
-def _file_name(benchmark: str) -> str:
+def sample_file_name(benchmark: str) -> str:
+    """Return the name of a benchmark's sample file in an evaluation's folder."""
     return re.sub(r"[^\w.-]+", "_", benchmark).strip("_") + ".jsonl"
 
 
@@ -221,7 +222,7 @@ class EvaluatorService:
             for name, benchmark in chosen.items():
                 samples = self._load_samples(benchmark, limit)
                 key = self._result_key(identity, name, benchmark, samples, limit)
-                files[name] = out / _file_name(name)
+                files[name] = out / sample_file_name(name)
                 metrics[name], cached = run_benchmark(
                     benchmark, samples,
                     generate=lambda prompts, name=name: generate(prompts, name),
@@ -260,7 +261,7 @@ class EvaluatorService:
             hits[name] = hit
         files = {}
         for name, (_, cached_file) in hits.items():
-            files[name] = out / _file_name(name)
+            files[name] = out / sample_file_name(name)
             files[name].parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(cached_file, files[name])
         kinds = {name: benchmark.kind for name, benchmark in chosen.items()}
