@@ -40,6 +40,7 @@ GROUP_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02
 
 FRONT_LABEL = "Pareto front"
 COLLAPSED_LABEL = "collapsed (mostly incoherent replies)"
+STOPPED_LABEL, STOPPED_COLOUR = "stopped early (readings at that epoch)", "#8d6e63"
 FEASIBLE_LABEL, INFEASIBLE_LABEL = "meets the constraints (filled)", "misses a constraint (hollow)"
 BASE_LABEL = "base model (no safety SFT)"
 TARGET_LABEL = "target: half the harm, ≤ 5 points of reasoning lost"
@@ -56,7 +57,7 @@ class Layer:
     entry: str
     points: list[Mapping[str, Any]]
     color: str
-    marker: str  # "circle", "x" or "star"
+    marker: str  # "circle", "x", "star" or "triangle" (a trial stopped early)
     size: float
     zorder: float
     edge: str
@@ -69,7 +70,7 @@ class Entry:
 
     label: str
     color: str
-    marker: str = "circle"  # or "x", "star", "square" (a shaded region), "line" (the front)
+    marker: str = "circle"  # or "x", "star", "triangle", "square" (a shaded region), "line" (the front)
     edge: str = ""
     hollow: bool = False
 
@@ -113,7 +114,9 @@ def layers(trials: Sequence[Mapping[str, Any]], front: Sequence[int], objectives
     out = []
     if base:
         out.append(Layer(BASE_LABEL, [base], BASE_BLUE, "star", 17, Z_BASE, BASE_BLUE, hollow=True))
-    healthy = [i for i in shown if not is_collapsed(trials[i])]
+    # A trial stopped early is drawn apart (its readings are of an earlier epoch), unless it is on the front.
+    stopped = [i for i in shown if not is_collapsed(trials[i]) and trials[i].get("stopped_at") and i not in on_front]
+    healthy = [i for i in shown if not is_collapsed(trials[i]) and i not in stopped]
     for group, colour in colours.items():
         mine = [i for i in healthy if group_of(trials[i]) == group]
         entry = (group or NO_GROUP_LABEL) if grouped else "trial"
@@ -122,6 +125,8 @@ def layers(trials: Sequence[Mapping[str, Any]], front: Sequence[int], objectives
                          colour if grouped else FRONT_RED, "circle", 9, Z_FRONT, "black" if grouped else FRONT_RED))
     out.append(Layer(COLLAPSED_LABEL, [trials[i] for i in shown if is_collapsed(trials[i])], COLLAPSED_COLOUR,
                      "x", 7, Z_COLLAPSED, COLLAPSED_COLOUR))
+    out.append(Layer(STOPPED_LABEL, [trials[i] for i in stopped], STOPPED_COLOUR, "triangle", 7, Z_TRIAL,
+                     STOPPED_COLOUR, hollow=True))
     return [layer for layer in out if layer.points]
 
 
@@ -138,6 +143,8 @@ def legend_entries(trials: Sequence[Mapping[str, Any]], front: Sequence[int], ob
                          "line" if len(objectives) == 2 else "circle", "black" if grouped else FRONT_RED))
     if any(is_collapsed(t) for t in shown):
         entries.append(Entry(COLLAPSED_LABEL, COLLAPSED_COLOUR, "x", COLLAPSED_COLOUR))
+    if any(t.get("stopped_at") and not is_collapsed(t) for t in shown):
+        entries.append(Entry(STOPPED_LABEL, STOPPED_COLOUR, "triangle", STOPPED_COLOUR, hollow=True))
     if has_field(shown, "feasible"):
         entries += [Entry(FEASIBLE_LABEL, TRIAL_GREY, edge=TRIAL_GREY),
                     Entry(INFEASIBLE_LABEL, TRIAL_GREY, edge=TRIAL_GREY, hollow=True)]
@@ -285,7 +292,7 @@ def _draw_panel(ax, drawn: list[Layer], line: list[Mapping[str, Any]], trials, f
                        gid=layer.entry)
             continue
         hollow = [layer.hollow or is_infeasible(p) for p in points]
-        ax.scatter(xs, ys, marker="*" if layer.marker == "star" else "o", s=layer.size ** 2,
+        ax.scatter(xs, ys, marker={"star": "*", "triangle": "v"}.get(layer.marker, "o"), s=layer.size ** 2,
                    facecolors=["none" if h else layer.color for h in hollow],
                    edgecolors=[layer.color if h else layer.edge for h in hollow],
                    linewidths=1.5, zorder=layer.zorder, gid=layer.entry)
@@ -316,7 +323,7 @@ def _proxy(entry: Entry):
 
     if entry.marker == "square":
         return Patch(facecolor=entry.color, alpha=0.25, label=entry.label)
-    marker = {"circle": "o", "line": "o", "x": "x", "star": "*"}[entry.marker]
+    marker = {"circle": "o", "line": "o", "x": "x", "star": "*", "triangle": "v"}[entry.marker]
     return Line2D([], [], linestyle="-" if entry.marker == "line" else "none",
                   color=FRONT_LINE_DARK if entry.edge == "black" else entry.color, marker=marker,
                   markersize=11 if entry.marker == "star" else 7,

@@ -17,7 +17,8 @@ from sweeps.plots import (AXIS_LIMITS, FRONT_LABEL, FRONT_LINE_DARK, TARGET_GREE
 from sweeps.readings import is_infeasible
 
 PX_PER_POINT = 1.25  # plotly sizes markers in pixels, matplotlib in points
-SYMBOLS = {"circle": "circle", "x": "x", "star": "star", "square": "square", "line": "circle"}
+SYMBOLS = {"circle": "circle", "x": "x", "star": "star", "square": "square", "line": "circle",
+           "triangle": "triangle-down"}
 
 
 def _error_bars(points: Sequence[Mapping[str, Any]], name: str, colour: str) -> dict | None:

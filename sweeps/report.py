@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluators.metrics import CI_HIGH, CI_LOW
-from sweeps import tracking
+from sweeps import early_stopping, tracking
 from sweeps.pareto import hypervolume, pareto_front
 from sweeps.plots import front_png
 from sweeps.plots_html import front_html
@@ -154,6 +154,9 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
         record["feasible"] = feasible(record, layout.constraints) if known else None
         if tags.get(tracking.ERROR_TAG):
             record["error"] = tags[tracking.ERROR_TAG].strip().splitlines()[-1]
+        if early_stopping.was_stopped(tags):  # the scheduler stopped it: its readings are those of that epoch
+            record["stopped_at"] = int(tags[early_stopping.STOPPED_EPOCH_TAG])
+            record["stopped_reason"] = tags.get(early_stopping.STOPPED_REASON_TAG, "")
         if layout.epoch_points and run.info.status == "FINISHED":
             records.extend(epoch_records(client, run.info.run_id, record, layout))
         else:
@@ -178,9 +181,12 @@ def epoch_records(client, run_id: str, record: dict, layout: SweepLayout) -> lis
     steps = sorted(k for k, values in history.items() if k >= 1 and "epoch" in values)
     for step in steps:
         values = history[step]
-        point = {**record, **{k: v for k, v in values.items() if k not in ("epoch", "collapsed")},
+        point = {**{k: v for k, v in record.items() if k != "stopped_at"},
+                 **{k: v for k, v in values.items() if k not in ("epoch", "collapsed")},
                  "trial_id": f"{record['trial_id']}@e{step}", "params": {**record["params"], "train.epochs": step},
                  "collapsed": bool(values.get("collapsed", 0.0)), "epoch": step,
+                 # Only the epoch the scheduler stopped at is marked: the earlier ones are points like any other.
+                 **({"stopped_at": step} if record.get("stopped_at") == step else {}),
                  # The run's time is counted once, with its last epoch: one training run made every point.
                  "seconds": record["seconds"] if step == steps[-1] else {}}
         if layout.constraints:
@@ -226,7 +232,8 @@ def front_table(trials: list[dict], front: list[int], directions: dict[str, str]
                      *(format_reading(t, n, with_n=shared[n] is None) for n in directions),
                      *(_mark(t.get(key)) if key != "collapsed" or t.get(key) else "" for key in extra),
                      *(str(t["params"].get(p)) for p in searched),
-                     t["status"] + (f": {t['error']}" if t.get("error") else "")])
+                     t["status"] + (f": {t['error']}" if t.get("error") else "")
+                     + (f" (stopped early at epoch {t['stopped_at']})" if t.get("stopped_at") else "")])
     if base:
         rows.append(["", "base model", *(format_reading(base, n, with_n=shared[n] is None) for n in directions),
                      *("-" for _ in extra), *("-" for _ in searched), "reference"])
@@ -239,6 +246,9 @@ def front_table(trials: list[dict], front: list[int], directions: dict[str, str]
         summary += f"; {collapsed} collapsed (mostly incoherent replies)"
     elif has_field(trials, "collapsed"):
         summary += "; none collapsed"
+    stopped = sum(bool(t.get("stopped_at")) for t in trials)
+    if stopped:
+        summary += f"; {stopped} stopped early (dominated or collapsed at an epoch)"
     if any(interval(p, n) for p in points for n in directions):
         summary += "; [low–high]: 95% interval"
     return "\n".join([*lines, summary])

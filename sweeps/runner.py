@@ -25,7 +25,8 @@ from sweeps.readings import format_reading
 from sweeps.report import SweepLayout, base_point, describe_sweep, record_front, tag_experiment, trial_records
 from sweeps.search_space import apply_point, build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
 from sweeps.spec import SweepSpec
-from sweeps.trial import RECORDED_FLAG, TrialContext, result_metrics, run_trial
+from sweeps.early_stopping import STOPPED_EPOCH_TAG, STOPPED_REASON_TAG
+from sweeps.trial import EPOCH_KEY, RECORDED_FLAG, TrialContext, result_metrics, run_trial
 from trainables.local_ray import init_local_ray, started_here
 from trainables.schema import ConfigError
 
@@ -193,7 +194,16 @@ class TrialRecorder(tune.Callback):
         if result.get(RECORDED_FLAG):  # finished before the restart; Tune had not saved that yet
             print(f"trial {trial.trial_id} was already recorded: {scores}", flush=True)
             return
-        print(self._line(trial, f"finished: {scores}"), flush=True)
+        stopped = self._stopped(result)
+        what = f"stopped at epoch {stopped[0]} ({stopped[1]})" if stopped else "finished"
+        print(self._line(trial, f"{what}: {scores}"), flush=True)
+
+    def _stopped(self, result: dict) -> tuple[str, str] | None:
+        """Return (epoch, reason) when the early-stopping scheduler stopped the trial of `result`, else None."""
+        if EPOCH_KEY not in result or "mlflow_run_id" not in result:
+            return None
+        tags = tracking.client(self.tracking_uri).get_run(result["mlflow_run_id"]).data.tags
+        return (tags[STOPPED_EPOCH_TAG], tags[STOPPED_REASON_TAG]) if STOPPED_EPOCH_TAG in tags else None
 
     def _record_failure(self, trial, only_if_unrecorded: bool) -> str:
         """Mark the trial's MLflow run FAILED with Tune's error text; return the text."""
@@ -263,6 +273,19 @@ def extend_num_samples(experiment_path: str, num_samples: int) -> int | None:
     return old
 
 
+def _scheduler(spec: SweepSpec, context: TrialContext):
+    """Return the early-stopping scheduler the spec asks for (`sweeps.early_stopping`), or None (Tune's FIFO)."""
+    if spec.early_stopping is None:
+        return None
+    from sweeps.early_stopping import DominatedTrialStopper
+
+    return DominatedTrialStopper(spec.directions(), epoch_points=spec.evaluate_epochs == "fidelity",
+                                 grace_epochs=spec.early_stopping.grace_epochs,
+                                 stop_collapsed=spec.early_stopping.stop_collapsed,
+                                 tracking_uri=context.tracking_uri, experiment_id=context.experiment_id,
+                                 parent_run_id=context.parent_run_id)
+
+
 def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
     stop_tune_copying_credentials()  # else Ray's runtime_env_agent.log holds the AWS secret
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
@@ -277,6 +300,7 @@ def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
         trainable,
         param_space=tune_param_space(spec.search_space),
         tune_config=tune.TuneConfig(search_alg=build_searcher(spec), num_samples=spec.num_samples,
+                                    scheduler=_scheduler(spec, context),
                                     max_concurrent_trials=spec.max_concurrent_trials,
                                     # A finished trial's process runs the next trial: its imports (torch, MLflow,
                                     # the evaluators) are paid once per slot, not once per trial.

@@ -223,6 +223,20 @@ class Estimate(Strict):
                                           "evaluator and judge held for all of it.")
 
 
+class EarlyStopping(Strict):
+    """Stop a trial whose readings at an epoch are dominated by the sweep's points (sweeps.early_stopping)."""
+
+    grace_epochs: int = Field(1, ge=1, description="The first epoch at which a trial may be stopped; earlier "
+                              "epochs always go on.")
+    stop_collapsed: bool = Field(True, description="Also stop a trial whose readings at an epoch are flagged "
+                                 "collapsed (mostly incoherent replies), which are never a point of the front.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_switch(cls, value: Any) -> Any:
+        return {} if value is True else value
+
+
 class SweepSpec(Strict):
     """A multi-objective search over safety-alignment settings, scored by the evaluator service."""
 
@@ -277,6 +291,11 @@ class SweepSpec(Strict):
         "epoch K is a point of its own on the front, the K-epoch run, so train.epochs is not searched: "
         "base.train.epochs is the longest run; needs base.train.scheduler: constant, since with a decaying "
         "schedule or warm-up epoch K of a longer run is not the K-epoch run). Not with replicates above 1.")
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Stop a trial at an epoch when a recorded point beats the best end of every 95% interval "
+        "of its readings there (true, or {grace_epochs: K, stop_collapsed: bool}); needs evaluate_epochs every or "
+        "fidelity (a sweep always has two objectives or more). The stopped trial keeps its last readings, tagged "
+        "early_stopping.epoch and early_stopping.reason. null (the default) runs every trial to its end.")
     max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once; each runs its own Ray "
                                        "Train workers, so size this to the cluster.")
     resources_per_trial: dict[str, float] = Field(
@@ -358,6 +377,13 @@ class SweepSpec(Strict):
             raise ValueError(f"evaluate_epochs: {self.evaluate_epochs} with finetune full and backend vllm is not supported (the "
                              "replicas read the final checkpoint from the bucket only); use evaluate_epochs=last, "
                              "LoRA, or backend=transformers")
+        if self.early_stopping is not None:
+            if self.evaluate_epochs == "last":
+                raise ValueError("early_stopping: a trial can only be stopped at an epoch it reads; set "
+                                 "evaluate_epochs=every (or fidelity), or early_stopping=null")
+            if self.early_stopping.grace_epochs > self.base.train.epochs:
+                raise ValueError(f"early_stopping.grace_epochs: {self.early_stopping.grace_epochs} is past the "
+                                 f"last epoch (base.train.epochs={self.base.train.epochs}); lower it")
         choice = self.sampler_choice()
         if self.initial_points and choice.name == "grid":
             chosen = "" if self.sampler == "grid" else f" ({choice.reason})"

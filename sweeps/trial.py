@@ -17,7 +17,7 @@ from typing import Any
 
 from evaluators.backends import get_backend
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
-from sweeps import provenance, tracking
+from sweeps import early_stopping, provenance, tracking
 from sweeps.replicates import combine_readings
 from sweeps.search_space import apply_point
 from sweeps.spec import SweepSpec
@@ -110,8 +110,11 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     tracking.archive_error(client, run, attempt - 1)
     try:
         metrics = _train_and_evaluate(spec, context, point, trial_id, client, run_id)
-    except (KeyboardInterrupt, SystemExit):  # the sweep was stopped; --resume runs this trial again
-        client.set_terminated(run_id, status="KILLED")
+    except (KeyboardInterrupt, SystemExit):
+        if early_stopping.was_stopped(client.get_run(run_id).data.tags):  # its last epoch's readings stand
+            client.set_terminated(run_id, status="FINISHED")
+        else:  # the sweep was stopped; --resume runs this trial again
+            client.set_terminated(run_id, status="KILLED")
         raise
     except Exception as err:
         tracking.mark_failed(client, run_id, "".join(traceback.format_exception(err)))
@@ -133,8 +136,13 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     if earlier is not None:
         return _reuse(client, run_id, earlier)
     replicates = replicate_configs(cfg, spec.replicates)
-    readings = [_train_and_evaluate_once(spec, context, replicate, trial_id, client, run_id, k, len(replicates),
-                                         seconds) for k, replicate in enumerate(replicates)]
+    try:
+        readings = [_train_and_evaluate_once(spec, context, replicate, trial_id, client, run_id, k, len(replicates),
+                                             seconds) for k, replicate in enumerate(replicates)]
+    except SystemExit:  # Tune ended the trial at a report: the sweep stopped, or the scheduler stopped this trial
+        if early_stopping.was_stopped(client.get_run(run_id).data.tags):
+            _record_stopped(client, run_id, seconds, time.perf_counter() - trial_start)
+        raise
     metrics = combine_readings(readings, HEADLINES)
     # A point is collapsed when any of its seeds collapsed: the mean of a broken model's readings is no reading.
     collapsed = any(r.get("collapsed") for r in readings)
@@ -149,7 +157,17 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
     return metrics
 
 
-EPOCH_KEY = "epoch"  # in a trial's reports with evaluate_epochs=every: the epoch whose checkpoint was read
+EPOCH_KEY = early_stopping.EPOCH_KEY  # in a trial's reports with every epoch read: the epoch whose checkpoint it is
+
+
+def _record_stopped(client, run_id: str, seconds: dict[str, float], trial_seconds: float) -> None:
+    """Record what a trial stopped early leaves: its collapse flag (of its last epoch read) and its time by phase."""
+    history = client.get_metric_history(run_id, "collapsed")
+    if history:
+        last = max(history, key=lambda m: m.step)
+        client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if last.value else "false")
+    times = {**seconds, "trial": trial_seconds}
+    tracking.log_metrics(client, run_id, {f"{TIME_PREFIX}{phase}_s": value for phase, value in times.items()})
 
 
 def replicate_configs(cfg, replicates: int) -> list:

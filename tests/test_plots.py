@@ -245,3 +245,17 @@ def test_a_two_objective_png_is_seven_by_five_inches_with_the_target_shaded(tmp_
     assert TARGET_LABEL in legend_texts(fig)
     path = front_png(trials, [0], SAFETY_TAX, tmp_path / "front.png", base=BASE, target=target)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trials_stopped_early_are_drawn_apart_unless_on_the_front():
+    from sweeps.plots import STOPPED_LABEL
+
+    trials = [trial("t1", 10.0, 60.0), trial("t2", 50.0, 70.0), trial("t3", 60.0, 40.0, stopped_at=1),
+              trial("t4", 5.0, 62.0, stopped_at=2)]  # t4 was stopped, yet its readings are on the front
+    fig = front_figure(trials, [1, 3], SAFETY_TAX)
+    (marked,) = collection(fig.axes[0], STOPPED_LABEL)
+    assert marked.get_offsets().tolist() == [[40.0, 60.0]]
+    assert STOPPED_LABEL in legend_texts(fig)
+    html = front_plotly(trials, [1, 3], SAFETY_TAX)
+    marked = next(t for t in html.data if t.name == STOPPED_LABEL and t.x[0] is not None)
+    assert list(marked.x) == [40.0] and marked.marker.symbol[0] == "triangle-down-open"
