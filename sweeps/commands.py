@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweeps.report import describe_cheapest, describe_target, describe_time, front_table
+from sweeps.report import describe_cheapest, describe_compute, describe_target, describe_time, front_table
 from sweeps.spec import TINY_SPEC, SweepSpec, load_spec
 from trainables.schema import ConfigError
 
@@ -94,6 +94,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     if cheapest:
         print(cheapest)
     print(describe_time(outcome.trials))
+    if computed := describe_compute(outcome.trials):
+        print(computed)
     print(f"hypervolume: {outcome.hypervolume:.1f} (reference "
           + ", ".join(f"{k}={v:g}" for k, v in spec.reference_point().items()) + ")")
     print(f"plot: {outcome.plot}")
@@ -148,6 +150,8 @@ def pareto_command(args: argparse.Namespace) -> int:
     if cheapest:
         print(cheapest)
     print(describe_time(trials))
+    if computed := describe_compute(trials):
+        print(computed)
     plot = tracking.artifact_local_path(client, parent.info.run_id, PLOT_PNG)
     if plot is None or parent.info.status == "RUNNING":
         # The sweep has not logged its final plot yet: draw the current front here.

@@ -67,13 +67,17 @@ def search_lines(spec: SweepSpec) -> list[str]:
         else:
             lines.append(f"  {path}: {param.kind} {list(param.bounds_or_choices(param.kind))}")
     if spec.evaluate_epochs != "last":
-        epochs = spec.search_space["train.epochs"].extremes()[-1] if "train.epochs" in spec.search_space \
-            else spec.base.train.epochs
+        epochs = _longest_run(spec)
         each = ("each epoch K is a point of its own on the front (the K-epoch run)"
                 if spec.evaluate_epochs == "fidelity" else "the trial's readings are its last epoch's")
         lines.append(f"evaluate_epochs: {spec.evaluate_epochs}: each trial evaluates every epoch's checkpoint, up to "
                      f"{_count(epochs, 'evaluation')} a trial where last evaluates one; {each}. The estimate below "
-                     "is per trial as written: include those evaluations in it")
+                     "adds them when estimate.gpu_hours_per_evaluation is set")
+    if spec.early_stopping is not None:
+        lines.append(f"early_stopping: from epoch {spec.early_stopping.grace_epochs}, a trial stops when a recorded "
+                     "point beats the best end of every 95% interval of its readings"
+                     + (", or they read collapsed" if spec.early_stopping.stop_collapsed else "")
+                     + "; it keeps that epoch's readings (sweeps.early_stopping)")
     if spec.initial_points:
         lines.append(f"tried first: {_count(len(spec.initial_points), 'initial point')}"
                      + (", the rest sampled" if len(spec.initial_points) < spec.num_samples else ""))
@@ -215,8 +219,22 @@ def estimate_lines(spec: SweepSpec, held_gpus: float) -> list[str]:
     k = spec.replicates
     times = f" x {k} replicates" if k > 1 else ""
     if estimate.gpu_hours_per_trial is not None:
-        total = spec.num_samples * k * estimate.gpu_hours_per_trial
-        lines.append(f"GPU-hours of the trials: {spec.num_samples}{times} x {estimate.gpu_hours_per_trial:g} = {total:g}")
+        per_trial, how = estimate.gpu_hours_per_trial, f"{estimate.gpu_hours_per_trial:g}"
+        evaluation = estimate.gpu_hours_per_evaluation
+        epochs = _longest_run(spec)
+        if spec.evaluate_epochs != "last" and evaluation is not None:
+            per_trial += (epochs - 1) * evaluation
+            how = f"({estimate.gpu_hours_per_trial:g} + {epochs - 1} more evaluations x {evaluation:g})"
+        total = spec.num_samples * k * per_trial
+        lines.append(f"GPU-hours of the trials: {spec.num_samples}{times} x {how} = {total:g}")
+        if spec.early_stopping is not None and evaluation is not None:
+            grace = spec.early_stopping.grace_epochs
+            training = estimate.gpu_hours_per_trial - evaluation
+            stopped = training * grace / epochs + grace * evaluation
+            lines.append(f"early stopping: a trial stopped at epoch {grace} of {epochs} costs "
+                         f"{training:g} x {grace}/{epochs} of training + {grace} x {evaluation:g} of evaluation = "
+                         f"{stopped:.3g} GPU-hours, {per_trial - stopped:.3g} less than run to the end; how many stop "
+                         "depends on the readings (the savings measured on recorded tables: docs/benchmarks.md)")
     if estimate.hours_per_trial is not None:
         rounds = math.ceil(spec.num_samples / spec.max_concurrent_trials)
         hours = rounds * k * estimate.hours_per_trial
@@ -226,6 +244,13 @@ def estimate_lines(spec: SweepSpec, held_gpus: float) -> list[str]:
         if estimate.gpu_hours_per_trial is not None:
             lines.append(f"GPU-hours in all: {total + held_gpus * hours:g}")
     return lines
+
+
+def _longest_run(spec: SweepSpec) -> int:
+    """Return the epochs of a trial's longest run: the top of a searched train.epochs, else base.train.epochs."""
+    if "train.epochs" in spec.search_space:
+        return int(spec.search_space["train.epochs"].extremes()[-1])
+    return spec.base.train.epochs
 
 
 def data_paths(spec: SweepSpec) -> list[str]:

@@ -157,6 +157,7 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
         if early_stopping.was_stopped(tags):  # the scheduler stopped it: its readings are those of that epoch
             record["stopped_at"] = int(tags[early_stopping.STOPPED_EPOCH_TAG])
             record["stopped_reason"] = tags.get(early_stopping.STOPPED_REASON_TAG, "")
+            record["saved_s"] = saved_seconds(client, run, record["stopped_at"])
         if layout.epoch_points and run.info.status == "FINISHED":
             records.extend(epoch_records(client, run.info.run_id, record, layout))
         else:
@@ -181,18 +182,50 @@ def epoch_records(client, run_id: str, record: dict, layout: SweepLayout) -> lis
     steps = sorted(k for k, values in history.items() if k >= 1 and "epoch" in values)
     for step in steps:
         values = history[step]
-        point = {**{k: v for k, v in record.items() if k != "stopped_at"},
+        point = {**{k: v for k, v in record.items() if k not in ("stopped_at", "saved_s")},
                  **{k: v for k, v in values.items() if k not in ("epoch", "collapsed")},
                  "trial_id": f"{record['trial_id']}@e{step}", "params": {**record["params"], "train.epochs": step},
                  "collapsed": bool(values.get("collapsed", 0.0)), "epoch": step,
                  # Only the epoch the scheduler stopped at is marked: the earlier ones are points like any other.
-                 **({"stopped_at": step} if record.get("stopped_at") == step else {}),
+                 **({"stopped_at": step, "saved_s": record.get("saved_s", 0.0)}
+                    if record.get("stopped_at") == step else {}),
                  # The run's time is counted once, with its last epoch: one training run made every point.
                  "seconds": record["seconds"] if step == steps[-1] else {}}
         if layout.constraints:
             point["feasible"] = feasible(point, layout.constraints)
         out.append(point)
     return out or [record]
+
+
+def saved_seconds(client, run, stopped_at: int) -> float:
+    """Return the seconds a trial stopped at epoch `stopped_at` did not spend: its epochs left, each priced at the
+    mean of its own epochs' training, generation and judging seconds (sweeps.trial logs them per epoch)."""
+    from sweeps.trial import EPOCH_TIME_PREFIX
+
+    planned = int(float(run.data.params.get("train.epochs", stopped_at)))
+    per_epoch = 0.0
+    for phase in ("train", "generation", "judging"):
+        history = client.get_metric_history(run.info.run_id, f"{EPOCH_TIME_PREFIX}{phase}_s")
+        per_epoch += sum(m.value for m in history) / len(history) if history else 0.0
+    return max(0, planned - stopped_at) * per_epoch
+
+
+def compute_spent_and_saved(trials: list[dict]) -> tuple[float, float]:
+    """Return (seconds the trials spent, seconds early stopping saved them by its estimate)."""
+    spent = sum(t.get("seconds", {}).get("trial", 0.0) for t in trials)
+    return spent, sum(t.get("saved_s", 0.0) for t in trials)
+
+
+def describe_compute(trials: list[dict]) -> str | None:
+    """Return one line on the compute the trials spent and early stopping saved; None when no trial was stopped."""
+    stopped = [t for t in trials if t.get("stopped_at")]
+    if not stopped:
+        return None
+    spent, saved = compute_spent_and_saved(trials)
+    share = saved / (spent + saved) if spent + saved else 0.0
+    return (f"compute: {spent:.0f} s of trials; early stopping stopped {len(stopped)} and saved ~{saved:.0f} s "
+            f"({100 * share:.0f}% of what running them to the end would have cost; each stopped trial's epochs left "
+            "priced at the mean of its own epochs)")
 
 
 def sweep_front(trials: list[dict], directions: dict[str, str]) -> list[int]:
@@ -296,6 +329,9 @@ def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[d
     share = orchestration_share(trials)
     if share is not None:
         tracking.log_metrics(client, parent_run_id, {"orchestration_share": share})
+    spent, saved = compute_spent_and_saved(trials)
+    tracking.log_metrics(client, parent_run_id, {"compute_spent_s": spent, "compute_saved_s": saved,
+                                                 "trials_stopped_early": sum(bool(t.get("stopped_at")) for t in trials)})
     target = target_bounds(base)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -327,7 +363,8 @@ def describe_sweep(client, parent_run_id: str, layout: SweepLayout, trials: list
              f"artifacts `{PLOT_HTML}` (interactive) and `{PLOT_PNG}`; the front's trials and their settings: "
              f"`{FRONT_CSV}`; the child runs on it carry the tag `{tracking.PARETO_TAG}=true`.",
              *(["", cheapest + "."] if (cheapest := describe_cheapest(trials, layout.constraints)) else []),
-             "", describe_target(trials, base) + "."]
+             "", describe_target(trials, base) + ".",
+             *(["", computed + "."] if (computed := describe_compute(trials)) else [])]
     if study:
         lines += ["", f"Optuna's own view of the search: `optuna-dashboard {study}`."]
     note = "\n".join(lines)

@@ -218,6 +218,10 @@ class Estimate(Strict):
                                               "training seed; replicates multiply it): "
                                               "its Train workers, and a full-weights checkpoint's evaluator "
                                               "while it is scored. null: no estimate.")
+    gpu_hours_per_evaluation: float | None = Field(None, gt=0, description="GPU-hours of scoring one checkpoint "
+                                                   "(part of gpu_hours_per_trial): with evaluate_epochs every or "
+                                                   "fidelity the dry run adds one per extra epoch read, and prices "
+                                                   "what early stopping can save. null: not split.")
     hours_per_trial: float | None = Field(None, gt=0, description="Wall-clock hours of one trial (one training "
                                           "seed), training and evaluation; gives the sweep's duration and the GPU-hours of the "
                                           "evaluator and judge held for all of it.")

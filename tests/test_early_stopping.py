@@ -118,6 +118,15 @@ def test_a_trial_stopped_at_an_epoch_keeps_its_readings_and_says_why(tmp_path, t
         trial_id = child.data.tags[tracking.TRIAL_ID_TAG]
         assert f"trial {trial_id} stopped at epoch 1 (collapsed" in printed
     assert [t["stopped_at"] for t in outcome.trials] == [1, 1]
+    # What the user reads: the table marks them, and the compute line says what stopping saved, which the
+    # parent run also holds (two epochs left of three, each priced at the trial's own epoch).
+    from sweeps.report import describe_compute, front_table
+
+    assert front_table(outcome.trials, outcome.front, spec.directions(), [], {}).count("stopped early at epoch 1") == 2
+    assert "early stopping stopped 2 and saved" in describe_compute(outcome.trials)
+    parent = client.get_run(outcome.parent_run_id).data.metrics
+    assert parent["trials_stopped_early"] == 2 and parent["compute_saved_s"] > 0
+    assert parent["compute_saved_s"] == pytest.approx(sum(t["saved_s"] for t in outcome.trials))
     for result_file in (tmp_path / "tune").rglob("result.json"):
         results = [json.loads(line) for line in result_file.read_text().splitlines()]
         assert [r["epoch"] for r in results] == [1.0]

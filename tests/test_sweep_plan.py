@@ -174,3 +174,16 @@ def test_overrides_may_follow_options_and_unknown_options_are_still_errors(capsy
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", str(TINY_SPEC), "--dry-run", "--no-such-option"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_reading_every_epoch_and_stopping_early_are_priced_from_the_evaluation_share(capsys):
+    spec = str(Path(sweeps.__file__).parent / "lora_r1_7b.yaml")
+    assert main(["sweep", spec, "evaluate_epochs=every", "early_stopping={grace_epochs: 2}",
+                 "estimate.gpu_hours_per_trial=2", "estimate.gpu_hours_per_evaluation=0.5", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    # Epochs are searched up to 3: at most 2 more evaluations a trial, 40 trials.
+    assert "GPU-hours of the trials: 40 x (2 + 2 more evaluations x 0.5) = 120" in out
+    assert "early_stopping: from epoch 2" in out
+    # Stopped at epoch 2 of 3: 1.5 x 2/3 of training + 2 evaluations = 2 GPU-hours, 1 less than run to the end.
+    assert "a trial stopped at epoch 2 of 3 costs 1.5 x 2/3 of training + 2 x 0.5 of evaluation = 2 GPU-hours, 1 less" \
+        in out
