@@ -49,6 +49,8 @@ class EvalResult:
     judges: list[str] = field(default_factory=list)
     # Wall time by phase, in seconds: generation (deployment and queueing included) and the rest (scoring, judging).
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # A raced evaluation that stopped early (evaluators.racing): {slices_read, slices, reason}; else None.
+    race_stop: dict | None = None
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, dict], kinds: dict[str, str], **rest) -> EvalResult:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -29,7 +30,7 @@ from ray import serve
 
 from evaluators.backends import get_backend, unplaceable
 from evaluators.benchmarks import get_benchmark
-from evaluators.cache import ResultCache, content_hash, model_hash, result_key
+from evaluators.cache import ResultCache, content_hash, model_hash, result_key, write_jsonl
 from evaluators.config import EvalConfig
 from evaluators.dispatch import (  # noqa: F401 - the errors are part of the service's interface
     EvaluationIncomplete,
@@ -38,8 +39,9 @@ from evaluators.dispatch import (  # noqa: F401 - the errors are part of the ser
 )
 from evaluators.generation import Completion, ReplyPlanner
 from evaluators.judges import get_judge, judge_entry
-from evaluators.metrics import SCORING_VERSION
+from evaluators.metrics import SCORING_VERSION, summarize
 from evaluators.provenance import evaluation_provenance, items_hash
+from evaluators.racing import Race, slice_order
 from evaluators.runner import EvalResult, run_benchmark
 from evaluators.served_judges import JudgeServer, ServedJudge, guard_requests
 from trainables.local_ray import init_local_ray, started_here
@@ -180,11 +182,12 @@ class EvaluatorService:
     # ---- evaluation -----------------------------------------------------------------------------
 
     def evaluate(self, adapter: str | None = None, model: str | None = None, benchmarks: list[str] | None = None,
-                 limit: int | None = None, out_dir: str | Path | None = None) -> EvalResult:
+                 limit: int | None = None, out_dir: str | Path | None = None, race: Race | None = None) -> EvalResult:
         """Return the metrics of a model (the base, a LoRA adapter on it, or a full-weights `model`).
 
         Each benchmark's records go to `out_dir/<benchmark>.jsonl` (a new temporary folder when None).
-        Cached benchmarks generate nothing.
+        Cached benchmarks generate nothing. With `race` the items are scored in slices and the evaluation may
+        stop after one (`evaluators.racing`); the result then says so in `race_stop`.
         """
         cfg = self.cfg
         names = benchmarks or cfg.benchmarks
@@ -196,7 +199,8 @@ class EvaluatorService:
         source = self._resolve(model if model is not None else self.base_model)
         identity, cache = self._identity(source, adapter)
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="safetytax-eval-"))
-        cached = self._cached_result(chosen, limit, identity, cache, out)
+        # A raced evaluation caches slice by slice, under keys of their own.
+        cached = self._cached_result(chosen, limit, identity, cache, out) if race is None else None
         if cached is not None:
             return cached
         evaluate_start = time.perf_counter()
@@ -209,7 +213,7 @@ class EvaluatorService:
         judges = functools.cache(self._judges)  # built once, and only if a safety benchmark is scored
         # A full-weights model is deployed on its first request, so a fully cached result loads nothing.
         deploy = functools.cache(lambda: self._deploy_generator(source, app_name) if own_app else None)
-        metrics, files, hits = {}, {}, []
+        metrics, hits = {}, []
         generation = {"seconds": 0.0}
 
         def generate(prompts: list[str], name: str) -> list[str]:
@@ -218,28 +222,66 @@ class EvaluatorService:
                 return deploy() or self._generate(app_name, source, adapter, prompts, planner, name)
             finally:
                 generation["seconds"] += time.perf_counter() - start
+        def run(name: str, benchmark, samples: list, out_file: Path) -> dict:
+            """Score `samples` of one benchmark into `out_file` (from the cache when it holds them); return metrics."""
+            key = self._result_key(identity, name, benchmark, samples, limit)
+            found, cached = run_benchmark(
+                benchmark, samples, generate=lambda prompts: generate(prompts, name), fmt=planner.format,
+                judges=judges, cache=cache, key=key,
+                about={"benchmark": name, "model": source, "adapter": adapter, "judges": cfg.judge_names()},
+                out_file=out_file)
+            hits.append(cached)
+            return found
+
+        kinds = {name: benchmark.kind for name, benchmark in chosen.items()}
+        files = {name: out / sample_file_name(name) for name in chosen}
+        race_stop = None
         try:
-            for name, benchmark in chosen.items():
-                samples = self._load_samples(benchmark, limit)
-                key = self._result_key(identity, name, benchmark, samples, limit)
-                files[name] = out / sample_file_name(name)
-                metrics[name], cached = run_benchmark(
-                    benchmark, samples,
-                    generate=lambda prompts, name=name: generate(prompts, name),
-                    fmt=planner.format,
-                    judges=judges,
-                    cache=cache, key=key, about={"benchmark": name, "model": source, "adapter": adapter,
-                                                 "judges": cfg.judge_names()}, out_file=files[name])
-                hits.append(cached)
+            if race is None:
+                for name, benchmark in chosen.items():
+                    metrics[name] = run(name, benchmark, self._load_samples(benchmark, limit), files[name])
+            else:
+                metrics, race_stop = self._race(chosen, limit, race, run, out, files,
+                                                lambda found: EvalResult.from_metrics(
+                                                    found, kinds, judge=cfg.judge_names()[0], judges=cfg.judge_names(),
+                                                    sample_files=files, cached=False, model_hash=identity))
         finally:
             if own_app and app_name in serve.status().applications:
                 serve.delete(app_name)
-        kinds = {name: benchmark.kind for name, benchmark in chosen.items()}
         total = time.perf_counter() - evaluate_start
         return EvalResult.from_metrics(metrics, kinds, judge=cfg.judge_names()[0], judges=cfg.judge_names(),
                                        sample_files=files, cached=all(hits), model_hash=identity,
                                        phase_seconds={"generation": generation["seconds"],
-                                                      "other": total - generation["seconds"]})
+                                                      "other": total - generation["seconds"]}, race_stop=race_stop)
+
+    def _race(self, chosen: dict, limit: int | None, race: Race, run: Callable, out: Path, files: dict[str, Path],
+              result_of: Callable) -> tuple[dict, dict | None]:
+        """Return (metrics, race_stop) of an evaluation in `race.slices` slices, asking `race.rule` after each but
+        the last; the records scored go to `files`, in the benchmark's order."""
+        samples = {name: self._load_samples(benchmark, limit) for name, benchmark in chosen.items()}
+        parts = {name: slice_order(name, len(samples[name]), race.slices) for name in chosen}
+        scored: dict[str, list[tuple[int, dict]]] = {name: [] for name in chosen}
+        staging = out / ".slices"
+        metrics, race_stop = {}, None
+        for k in range(race.slices):
+            for name, benchmark in chosen.items():
+                if not parts[name][k]:
+                    continue
+                part_file = staging / f"{k}-{sample_file_name(name)}"
+                run(name, benchmark, [samples[name][i] for i in parts[name][k]], part_file)
+                records = [json.loads(line) for line in part_file.read_text().splitlines() if line]
+                scored[name] += zip(parts[name][k], records)
+            metrics = {name: summarize(benchmark.kind, [r for _, r in scored[name]],
+                                       self.cfg.judge_names() if benchmark.kind == "safety" else ())
+                       for name, benchmark in chosen.items() if scored[name]}
+            reason = race.rule(result_of(metrics)) if k < race.slices - 1 else None
+            if reason:
+                race_stop = {"slices_read": k + 1, "slices": race.slices, "reason": reason}
+                break
+        for name in chosen:
+            write_jsonl(files[name], [record for _, record in sorted(scored[name], key=lambda pair: pair[0])])
+        shutil.rmtree(staging, ignore_errors=True)
+        return metrics, race_stop
 
     def _result_key(self, identity: str, name: str, benchmark, samples, limit: int | None) -> str:
         cfg = self.cfg

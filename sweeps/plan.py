@@ -78,6 +78,10 @@ def search_lines(spec: SweepSpec) -> list[str]:
                      "point beats the best end of every 95% interval of its readings"
                      + (", or they read collapsed" if spec.early_stopping.stop_collapsed else "")
                      + "; it keeps that epoch's readings (sweeps.early_stopping)")
+    if spec.racing is not None:
+        lines.append(f"racing: each trial's evaluation is read in {spec.racing.slices} slices and stops after one "
+                     "when a recorded point beats the best end of every 95% interval so far (its reading keeps that "
+                     "n); the base model is read in full (evaluators.racing)")
     if spec.initial_points:
         lines.append(f"tried first: {_count(len(spec.initial_points), 'initial point')}"
                      + (", the rest sampled" if len(spec.initial_points) < spec.num_samples else ""))

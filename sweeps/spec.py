@@ -241,6 +241,19 @@ class EarlyStopping(Strict):
         return {} if value is True else value
 
 
+class Racing(Strict):
+    """Score each trial's benchmarks in slices and stop when its readings cannot reach the front (evaluators.racing)."""
+
+    slices: int = Field(4, ge=2, description="Slices of every benchmark's items (seeded random subsets); after "
+                        "each but the last the evaluation stops when a recorded point beats the best end of every "
+                        "95% interval so far.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_switch(cls, value: Any) -> Any:
+        return {} if value is True else value
+
+
 class SweepSpec(Strict):
     """A multi-objective search over safety-alignment settings, scored by the evaluator service."""
 
@@ -300,6 +313,11 @@ class SweepSpec(Strict):
         "of its readings there (true, or {grace_epochs: K, stop_collapsed: bool}); needs evaluate_epochs every or "
         "fidelity (a sweep always has two objectives or more). The stopped trial keeps its last readings, tagged "
         "early_stopping.epoch and early_stopping.reason. null (the default) runs every trial to its end.")
+    racing: Racing | None = Field(
+        None, description="Evaluate a trial's checkpoints in slices (true, or {slices: K}) and stop once a recorded "
+        "point beats the best end of every 95% interval of the readings so far; the reading keeps its partial n and "
+        "interval, and the run its tag racing.stopped. The base model is always read in full. Needs "
+        "evaluation.cache_dir (each slice's replies are cached) and replicates=1. null reads every item.")
     max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once; each runs its own Ray "
                                        "Train workers, so size this to the cluster.")
     resources_per_trial: dict[str, float] = Field(
@@ -388,6 +406,14 @@ class SweepSpec(Strict):
             if self.early_stopping.grace_epochs > self.base.train.epochs:
                 raise ValueError(f"early_stopping.grace_epochs: {self.early_stopping.grace_epochs} is past the "
                                  f"last epoch (base.train.epochs={self.base.train.epochs}); lower it")
+        if self.racing is not None:
+            if self.evaluation.cache_dir is None:
+                raise ValueError("racing: each slice's replies are cached, so that completing an evaluation later "
+                                 "pays for none of them again, and evaluation.cache_dir is null; set it, or "
+                                 "racing=null")
+            if self.replicates > 1:
+                raise ValueError(f"racing: the intervals of replicates={self.replicates} come from the seeds, not the "
+                                 "items, so slices cannot show a trial is out; set replicates=1, or racing=null")
         choice = self.sampler_choice()
         if self.initial_points and choice.name == "grid":
             chosen = "" if self.sampler == "grid" else f" ({choice.reason})"

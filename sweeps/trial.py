@@ -209,7 +209,8 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
             _log_epoch_seconds(client, run_id, epoch, before, seconds)
             return metrics
         reading = {**result_metrics(_evaluate(spec, context, aligned, aligned.checkpoint_dir,
-                                              out_dir / f"epoch_{epoch}", seconds)), EPOCH_KEY: float(epoch)}
+                                              out_dir / f"epoch_{epoch}", seconds, client=client, run_id=run_id)),
+                   EPOCH_KEY: float(epoch)}
         with _timed(seconds, "mlflow"):
             tracking.log_new_metrics(client, run_id, reading, step=epoch)
             _log_epoch_seconds(client, run_id, epoch, before, seconds)
@@ -263,7 +264,8 @@ def _train(cfg, client, run_id: str, k: int, prefix: str, replicates: int, secon
 def _read_final(spec: SweepSpec, context: TrialContext, aligned, client, run_id: str, k: int, prefix: str,
                 out_dir: Path, seconds: dict[str, float]) -> dict[str, float]:
     """Return the readings of the run's final checkpoint, recording its judge, provenance and sample files."""
-    evaluation = _evaluate(spec, context, aligned, aligned.checkpoint_dir, out_dir, seconds, full=True)
+    evaluation = _evaluate(spec, context, aligned, aligned.checkpoint_dir, out_dir, seconds, full=True, client=client,
+                           run_id=run_id)
     metrics = result_metrics(evaluation)
     with _timed(seconds, "mlflow"):
         client.set_tag(run_id, "judge", evaluation.judge)
@@ -276,22 +278,46 @@ def _read_final(spec: SweepSpec, context: TrialContext, aligned, client, run_id:
 
 
 def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path, out_dir: Path,
-              seconds: dict[str, float], full: bool = False):
-    """Return the EvalResult of one checkpoint of the trial; `full`: the final one, which may be read from a bucket."""
+              seconds: dict[str, float], full: bool = False, client=None, run_id: str | None = None):
+    """Return the EvalResult of one checkpoint of the trial; `full`: the final one, which may be read from a bucket.
+
+    With racing, the evaluation may stop after a slice; the run is then tagged with where and why."""
+    race = _race(spec, context) if spec.racing is not None else None
     with _timed(seconds, "evaluation"):
         if aligned.finetune == "lora":
-            evaluation = context.service.evaluate(adapter=str(checkpoint), out_dir=out_dir)
+            evaluation = context.service.evaluate(adapter=str(checkpoint), out_dir=out_dir, race=race)
         elif full and get_backend(spec.evaluation.backend).LOADS_FROM_CLOUD and aligned.checkpoint_uri:
             # Replicas that read a bucket (vLLM on GPU nodes) cannot see this node's disk; they read the bucket copy.
-            evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir)
+            evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir, race=race)
         else:
-            evaluation = context.service.evaluate(model=str(checkpoint), out_dir=out_dir)
+            evaluation = context.service.evaluate(model=str(checkpoint), out_dir=out_dir, race=race)
+    if evaluation.race_stop is not None and client is not None:
+        stop = evaluation.race_stop
+        client.set_tag(run_id, RACED_TAG, f"after {stop['slices_read']} of {stop['slices']} slices: {stop['reason']}")
     for phase, value in evaluation.phase_seconds.items():
         seconds[f"evaluation_{phase}"] = seconds.get(f"evaluation_{phase}", 0.0) + value
     missing = [o.name for o in spec.objectives if o.name not in result_metrics(evaluation)]
     if missing:
         raise RuntimeError(f"the evaluation reported no {', '.join(missing)}; check evaluation.benchmarks")
     return evaluation
+
+
+RACED_TAG = "racing.stopped"  # where and why a raced evaluation of the trial stopped
+
+
+def _race(spec: SweepSpec, context: TrialContext):
+    """Return the Race of one evaluation: the spec's slices, and the early-stopping rule against the sweep's points
+    recorded in MLflow now (never on collapse: a partial reading's collapse flag is too noisy to act on)."""
+    from evaluators.racing import Race
+    from sweeps.report import SweepLayout, trial_records
+
+    client = tracking.client(context.tracking_uri)
+    records = trial_records(client, context.experiment_id, context.parent_run_id, SweepLayout.from_spec(spec))
+    directions = spec.directions()
+    points = [r for r in records if r["status"] == "FINISHED" and not r.get("collapsed")
+              and all(r.get(name) is not None for name in directions)]
+    return Race(spec.racing.slices,
+                lambda result: early_stopping.stop_reason(result_metrics(result), points, directions, False))
 
 
 @contextmanager

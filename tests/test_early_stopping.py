@@ -130,3 +130,45 @@ def test_a_trial_stopped_at_an_epoch_keeps_its_readings_and_says_why(tmp_path, t
     for result_file in (tmp_path / "tune").rglob("result.json"):
         results = [json.loads(line) for line in result_file.read_text().splitlines()]
         assert [r["epoch"] for r in results] == [1.0]
+
+
+def test_racing_rules_an_evaluation_out_against_the_points_recorded_in_mlflow(tmp_path):
+    from sweeps.trial import TrialContext, _race
+
+    spec = load_spec(None, [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "racing={slices: 3}"])
+    client = tracking.client(spec.mlflow.tracking_uri)
+    experiment_id = tracking.experiment_id(client, "racing-test")
+    parent = tracking.start_sweep_run(client, experiment_id, str(tmp_path / "sweep"), run_name="sweep-racing",
+                                    tags={}).info.run_id
+    context = TrialContext(spec=spec, service=None, tracking_uri=spec.mlflow.tracking_uri,
+                           experiment_id=experiment_id, parent_run_id=parent)
+    assert _race(spec, context).rule(result_of(60.0, (45.0, 72.0), 40.0, (30.0, 52.0))) is None  # no point yet
+
+    done = tracking.trial_run(client, experiment_id, parent, "done", run_name="done").info.run_id
+    tracking.log_metrics(client, done, {"harmful_score": 5.0, "reasoning_accuracy": 90.0})
+    client.set_tag(done, tracking.COLLAPSED_TAG, "false")
+    client.set_terminated(done, status="FINISHED")
+    race = _race(spec, context)
+    assert race.slices == 3
+    assert "dominated" in race.rule(result_of(60.0, (45.0, 72.0), 40.0, (30.0, 52.0)))
+    assert race.rule(result_of(60.0, (4.0, 72.0), 40.0, (30.0, 52.0))) is None  # its interval still reaches it
+
+
+def result_of(harm, harm_ci, accuracy, accuracy_ci):
+    from evaluators.runner import EvalResult
+
+    return EvalResult(metrics={}, harmful_score=harm, harmful_score_plus=harm, reasoning_accuracy=accuracy,
+                      refusal_rate=None, judge="refusal-patterns", sample_files={}, cached=False, model_hash="m",
+                      intervals={"harmful_score": harm_ci, "harmful_score_plus": harm_ci,
+                                 "reasoning_accuracy": accuracy_ci},
+                      counts={"harmful_score": 20, "harmful_score_plus": 20, "reasoning_accuracy": 20})
+
+
+@pytest.mark.parametrize("override, field", [
+    (["racing=true", "evaluation.cache_dir=null"], "racing: each slice's replies are cached"),
+    (["racing=true", "replicates=2"], "racing: the intervals of replicates=2"),
+    (["racing={slices: 1}"], "racing.slices"),
+])
+def test_bad_racing_settings_name_the_field(override, field):
+    with pytest.raises(ConfigError, match=field):
+        load_spec(None, override)

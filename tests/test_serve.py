@@ -346,3 +346,36 @@ def test_a_judge_reply_that_does_not_parse_fails_the_evaluation_instead_of_count
     with EvaluatorService(cfg, str(lively_model_dir)) as svc:
         with pytest.raises(ValueError, match="neither 'safe' nor 'unsafe'"):
             svc.evaluate(out_dir=tmp_path / "out")
+
+
+def test_a_raced_evaluation_stops_after_a_slice_and_a_later_one_generates_only_the_rest(service, tmp_path):
+    from evaluators.racing import Race, slice_order
+
+    plain = service.evaluate(benchmarks=["tiny-arith", "tiny-harmful"], limit=8, out_dir=tmp_path / "plain")
+    seen = []
+    started = stats(service)["requests_started"]
+    raced = service.evaluate(benchmarks=["tiny-arith", "tiny-harmful"], limit=8, out_dir=tmp_path / "raced",
+                             race=Race(4, lambda result: seen.append(dict(result.counts)) or "ruled out"))
+    first_slice = stats(service)["requests_started"] - started
+    assert raced.race_stop == {"slices_read": 1, "slices": 4, "reason": "ruled out"}
+    # The reading keeps its honest n: the 2 items of the first slice of each benchmark, a seeded random pair.
+    assert seen == [{"harmful_score": 2, "harmful_score_plus": 2, "reasoning_accuracy": 2}]
+    assert raced.counts["harmful_score"] == 2 and raced.counts["reasoning_accuracy"] == 2
+    plain_rows = read_records(plain.sample_files["tiny-harmful"])
+    raced_rows = read_records(raced.sample_files["tiny-harmful"])
+    assert [r["id"] for r in raced_rows] == [plain_rows[i]["id"] for i in slice_order("tiny-harmful", 8, 4)[0]]
+    assert first_slice > 0
+
+    # Completed later: the first slice's replies come from the cache; the whole reads as the plain evaluation.
+    started = stats(service)["requests_started"]
+    complete = service.evaluate(benchmarks=["tiny-arith", "tiny-harmful"], limit=8, out_dir=tmp_path / "complete",
+                                race=Race(4, lambda result: None))
+    rest = stats(service)["requests_started"] - started
+    assert complete.race_stop is None and complete.counts["harmful_score"] == 8
+    assert [r["output"] for r in read_records(complete.sample_files["tiny-harmful"])] == [r["output"] for r in plain_rows]
+    assert complete.metrics == plain.metrics
+    assert 0 < rest
+    started = stats(service)["requests_started"]
+    again = service.evaluate(benchmarks=["tiny-arith", "tiny-harmful"], limit=8, out_dir=tmp_path / "again",
+                             race=Race(4, lambda result: None))
+    assert stats(service)["requests_started"] == started and again.metrics == plain.metrics
