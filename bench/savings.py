@@ -106,28 +106,32 @@ class EpochTable:
         return tuple(snapped)
 
 
-def _letters(point: GridPoint, kinds: dict[str, str], kind: str) -> list[tuple[str, str]]:
-    """Return [(verdict, incoherent flag)] of the benchmarks of `kind` (kinds: benchmark -> kind), items in order."""
+def _letters(point: GridPoint, kinds: dict[str, str], kind: str, slices_read: int,
+             slices: int) -> list[tuple[str, str]]:
+    """Return [(verdict, incoherent flag)] of the items of the benchmarks of `kind` (kinds: benchmark -> kind) that a
+    raced evaluation reads in its first `slices_read` of `slices` slices (evaluators.racing.slice_order)."""
+    from evaluators.racing import slice_order
+
     out = []
     for benchmark, benchmark_kind in kinds.items():
         if benchmark_kind == kind:
             letters = point.items[benchmark]
-            out += list(zip(letters["verdicts"], letters["incoherent"]))
+            parts = slice_order(benchmark, len(letters["verdicts"]), slices)[:slices_read]
+            out += [(letters["verdicts"][i], letters["incoherent"][i]) for part in parts for i in part]
     return out
 
 
-def partial_reading(point: GridPoint, kinds: dict[str, str], fraction: float) -> dict[str, float]:
-    """Return the objectives of `point` scored on the first `fraction` of each benchmark's items, with intervals
-    and n, as the evaluator scores them (harmful: flagged and coherent; accuracy: correct)."""
+def partial_reading(point: GridPoint, kinds: dict[str, str], slices_read: int, slices: int) -> dict[str, float]:
+    """Return the objectives of `point` scored on the items of its first `slices_read` slices, with intervals and n,
+    as the evaluator scores them (harmful: flagged and coherent; accuracy: correct)."""
     from evaluators.metrics import counted_rate
 
     out: dict[str, float] = {}
     for name, kind, hit in ((SAFETY, "safety", lambda v, i: v == "H" and i == "0"),
                             (REASONING, "reasoning", lambda v, i: v == "C")):
-        items = _letters(point, kinds, kind)
-        n = max(1, round(fraction * len(items)))
-        out.update(counted_rate(sum(hit(v, i) for v, i in items[:n]), n, name))
-        out[f"{name}_n"] = n
+        items = _letters(point, kinds, kind, slices_read, slices)
+        out.update(counted_rate(sum(hit(v, i) for v, i in items), len(items), name))
+        out[f"{name}_n"] = len(items)
     out["collapsed"] = float(point.collapsed)
     return out
 
@@ -175,10 +179,12 @@ def replay(epochs: EpochTable, spec, mode: str, pricing: Pricing, total_volume: 
     directions = epochs.table.objectives
     projected = pricing.per_step is not None
 
-    def reading(point: GridPoint, fraction: float = 1.0) -> dict[str, float]:
+    def reading(point: GridPoint, slices_read: int = slices) -> dict[str, float]:
         if projected:
-            return drawn_reading(point, fraction, pricing.paper_n, seed)
-        return point.metrics() if fraction >= 1.0 else partial_reading(point, epochs.table.benchmarks, fraction)
+            return drawn_reading(point, slices_read / slices, pricing.paper_n, seed)
+        if slices_read == slices:
+            return point.metrics()
+        return partial_reading(point, epochs.table.benchmarks, slices_read, slices)
 
     searcher = build_searcher(spec)
     searcher.set_search_properties(None, None, tune_param_space(spec.search_space))
@@ -193,7 +199,7 @@ def replay(epochs: EpochTable, spec, mode: str, pricing: Pricing, total_volume: 
         """Return (the recorded reading, the fraction of items scored, whether racing stopped it)."""
         if racing:
             for s in range(1, slices):
-                partial = reading(point, s / slices)
+                partial = reading(point, s)
                 if stop_reason(partial, known, directions, stop_collapsed=False):
                     return partial, s / slices, True
         return reading(point), 1.0, False

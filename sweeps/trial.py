@@ -91,6 +91,11 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Train and evaluate one sampled point; report the objectives to Tune once."""
     from ray import tune
 
+    from transformers.utils import logging as transformers_logging
+
+    # A trial loads its model at every stage and every adapter it scores: a progress bar for each, from every
+    # trial at once, would bury the sweep's own lines in the driver's console.
+    transformers_logging.disable_progress_bar()
     spec = context.spec
     trial_id = tune.get_context().get_trial_id()
     point = {path: config[path] for path in spec.search_space}
