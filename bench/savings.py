@@ -12,7 +12,7 @@ runs the sweep's own searcher (as `bench.replay`) and prices the trials it propo
 - fidelity: `evaluate_epochs: fidelity`; a trial trains to the top, evaluating every epoch, each a point;
 - fidelity+stop: as fidelity, with `early_stopping` (sweeps.early_stopping's rule, against the points
   read so far in the replay's clock);
-- ...+race: evaluation in `--slices` slices; after each but the last, the evaluation stops when the reading
+- fidelity+race, ...+race: evaluation in `--slices` slices; after each but the last, the evaluation stops when the reading
   so far (its honest n and 95% interval) is ruled out by a point read before (the same rule). A raced
   reading keeps its partial n; the front is built from what the sweep would have recorded.
 
@@ -41,7 +41,7 @@ from bench.grid_table import GridPoint, GridTable
 from bench.replay import _flat, _quartiles, front_volume, replay_spec
 
 EPOCHS = "train.epochs"
-MODES = ("separate", "fidelity", "fidelity+stop", "separate+race", "fidelity+stop+race")
+MODES = ("separate", "separate+race", "fidelity", "fidelity+race", "fidelity+stop", "fidelity+stop+race")
 TARGET = 0.95
 SAFETY, REASONING = "harmful_score", "reasoning_accuracy"
 
@@ -176,6 +176,7 @@ def replay(epochs: EpochTable, spec, mode: str, pricing: Pricing, total_volume: 
     from sweeps.search_space import build_searcher, tune_param_space
 
     fidelity, stopping, racing = mode.startswith("fidelity"), "+stop" in mode, mode.endswith("+race")
+    stop_collapsed = stopping and spec.early_stopping.stop_collapsed
     directions = epochs.table.objectives
     projected = pricing.per_step is not None
 
@@ -238,7 +239,7 @@ def replay(epochs: EpochTable, spec, mode: str, pricing: Pricing, total_volume: 
             result = t["result"]
             reason = None
             if stopping and not done and t["epoch"] >= spec.early_stopping.grace_epochs:
-                reason = stop_reason(result, known, directions, spec.early_stopping.stop_collapsed)
+                reason = stop_reason(result, known, directions, stop_collapsed)
             counts_as_point = fidelity or done
             if counts_as_point and not result.get("collapsed"):
                 known.append({"trial_id": f"{trial_id}@e{t['epoch']}", **{n: result[n] for n in directions}})

@@ -78,7 +78,7 @@ class DominatedTrialStopper(FIFOScheduler):
     """
 
     def __init__(self, directions: Mapping[str, str], *, epoch_points: bool, grace_epochs: int = 1,
-                 stop_collapsed: bool = True, tracking_uri: str | None = None, experiment_id: str | None = None,
+                 stop_collapsed: bool = False, tracking_uri: str | None = None, experiment_id: str | None = None,
                  parent_run_id: str | None = None):
         super().__init__()
         self.directions = dict(directions)

@@ -232,8 +232,10 @@ class EarlyStopping(Strict):
 
     grace_epochs: int = Field(1, ge=1, description="The first epoch at which a trial may be stopped; earlier "
                               "epochs always go on.")
-    stop_collapsed: bool = Field(True, description="Also stop a trial whose readings at an epoch are flagged "
-                                 "collapsed (mostly incoherent replies), which are never a point of the front.")
+    stop_collapsed: bool = Field(False, description="Also stop a trial whose readings at an epoch are flagged "
+                                 "collapsed (mostly incoherent replies, never a point of the front). Off by default: "
+                                 "on the tiny LRM a run collapsed at one epoch can recover at the next "
+                                 "(docs/benchmarks.md, \"What the savings save\").")
 
     @model_validator(mode="before")
     @classmethod

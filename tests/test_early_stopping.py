@@ -50,7 +50,7 @@ def test_a_reading_is_ruled_out_only_when_a_point_beats_the_best_end_of_every_in
 
 
 def test_the_scheduler_stops_at_an_epoch_only_past_its_grace_and_counts_each_epoch_with_fidelity():
-    stopper = DominatedTrialStopper(SAFETY_TAX, epoch_points=True, grace_epochs=2)
+    stopper = DominatedTrialStopper(SAFETY_TAX, epoch_points=True, grace_epochs=2, stop_collapsed=True)
     first, second = SimpleNamespace(trial_id="first"), SimpleNamespace(trial_id="second")
     good = reading(5.0, 90.0, (2.0, 12.0), (82.0, 95.0), epoch=1.0)
     assert stopper.on_trial_result(None, first, good) == TrialScheduler.CONTINUE
@@ -93,7 +93,7 @@ def test_a_trial_stopped_at_an_epoch_keeps_its_readings_and_says_why(tmp_path, t
     # The random-weight model replies with noise, so its first epoch is flagged collapsed: stop_collapsed stops
     # every trial there, and the run must show it (tags, status, one epoch read, Tune's last result).
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=2, evaluate_epochs="every",
-                             early_stopping={"grace_epochs": 1}, search_space={"data.size": {"choice": [8, 16]}})
+                             early_stopping={"grace_epochs": 1, "stop_collapsed": True}, search_space={"data.size": {"choice": [8, 16]}})
     data["base"]["train"].update(epochs=3, max_steps=None, scheduler="constant")
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
     spec = load_spec(tmp_path / "sweep.yaml", store_overrides(tmp_path, "stopping-test"))
