@@ -239,6 +239,11 @@ def estimate_lines(spec: SweepSpec, held_gpus: float) -> list[str]:
                          f"{training:g} x {grace}/{epochs} of training + {grace} x {evaluation:g} of evaluation = "
                          f"{stopped:.3g} GPU-hours, {per_trial - stopped:.3g} less than run to the end; how many stop "
                          "depends on the readings (the savings measured on recorded tables: docs/benchmarks.md)")
+        if spec.racing is not None and evaluation is not None:
+            first = evaluation / spec.racing.slices
+            lines.append(f"racing: an evaluation stopped after its first of {spec.racing.slices} slices costs "
+                         f"{first:.3g} GPU-hours, {evaluation - first:.3g} less than a full one; how many stop depends "
+                         "on the readings (the savings measured on recorded tables: docs/benchmarks.md)")
     if estimate.hours_per_trial is not None:
         rounds = math.ceil(spec.num_samples / spec.max_concurrent_trials)
         hours = rounds * k * estimate.hours_per_trial

@@ -187,3 +187,6 @@ def test_reading_every_epoch_and_stopping_early_are_priced_from_the_evaluation_s
     # Stopped at epoch 2 of 3: 1.5 x 2/3 of training + 2 evaluations = 2 GPU-hours, 1 less than run to the end.
     assert "a trial stopped at epoch 2 of 3 costs 1.5 x 2/3 of training + 2 x 0.5 of evaluation = 2 GPU-hours, 1 less" \
         in out
+    assert main(["sweep", str(Path(sweeps.__file__).parent / "paper_directrefusal.yaml"), "racing=true", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "racing: an evaluation stopped after its first of 4 slices costs 1 GPU-hours, 3 less than a full one" in out
