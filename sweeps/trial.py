@@ -1,7 +1,9 @@
 """One sweep trial: apply the sampled point, run safety SFT, evaluate the checkpoint, record it, report the objectives.
 
-The trial is a Tune function trainable. It reports to Tune exactly once, at the end, with every
-objective (Tune checks each result for them). Its MLflow child run is found by trial id before it is
+The trial is a Tune function trainable. It reports to Tune with every objective (Tune checks each result
+for them): once at the end, or with evaluate_epochs every or fidelity once per epoch, training one epoch
+per stage so that an early-stopping scheduler can end it at an epoch (`sweeps.early_stopping`); with
+racing, each evaluation may stop after a slice (`evaluators.racing`). Its MLflow child run is found by trial id before it is
 created, so a retried or resumed trial continues its own run; a trial whose run already finished
 (the driver died before Tune saved that) reports the recorded metrics instead of training again.
 """
