@@ -42,7 +42,7 @@ from bench.replay import _flat, _quartiles, front_volume, replay_spec
 
 EPOCHS = "train.epochs"
 MODES = ("separate", "separate+race", "fidelity", "fidelity+race", "fidelity+stop", "fidelity+stop+race")
-TARGET = 0.95
+TARGETS = (0.90, 0.95)
 SAFETY, REASONING = "harmful_score", "reasoning_accuracy"
 
 
@@ -333,16 +333,22 @@ def main(argv: list[str] | None = None) -> int:
                                           args.overrides) for seed in range(args.replays)]
                     outcomes = [replay(epochs, spec, mode, pricing, total, seed, args.slices)
                                 for seed, spec in enumerate(specs)]
-                    q1, q2, q3 = _quartiles([o.compute_to(TARGET) for o in outcomes])
-                    trials = _quartiles([o.trials_to(TARGET) for o in outcomes])[1]
-                    reached = sum(math.isfinite(o.compute_to(TARGET)) for o in outcomes)
-                    rows.append([sampler, mode, _cell(q2, q1, q3), _number(trials),
-                                 f"{reached} of {len(outcomes)}",
+                    cells = []
+                    for target in TARGETS:
+                        q1, q2, q3 = _quartiles([o.compute_to(target) for o in outcomes])
+                        cells.append(_cell(q2, q1, q3))
+                    trials = _quartiles([o.trials_to(TARGETS[-1]) for o in outcomes])[1]
+                    reached = sum(math.isfinite(o.compute_to(TARGETS[-1])) for o in outcomes)
+                    final = statistics.median(100 * o.fractions[-1] for o in outcomes)
+                    spent = statistics.median(o.spent[-1] for o in outcomes)
+                    rows.append([sampler, mode, *cells, _number(trials), f"{reached} of {len(outcomes)}",
+                                 f"{final:.1f}", _cell(spent, spent, spent).split(" ")[0],
                                  f"{statistics.mean(o.stopped for o in outcomes):.1f}",
                                  f"{statistics.mean(o.raced for o in outcomes):.1f}"])
                     print("  " + " | ".join(rows[-1]), flush=True)
-            header = ["sampler", "mode", f"compute to {TARGET:.0%} ({pricing.unit}), median [quartiles]",
-                      "trials to 95%", "replays reaching 95%", "trials stopped", "evaluations raced"]
+            header = ["sampler", "mode", *(f"compute to {t:.0%} ({pricing.unit}), median [quartiles]" for t in TARGETS),
+                      "trials to 95%", "replays reaching 95%", f"HV% after {args.trials} trials",
+                      f"compute of {args.trials} trials ({pricing.unit})", "trials stopped", "evaluations raced"]
             print("\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                              *("| " + " | ".join(r) + " |" for r in rows)]), flush=True)
     return 0

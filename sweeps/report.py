@@ -330,8 +330,9 @@ def record_front(client, parent_run_id: str, layout: SweepLayout, trials: list[d
     if share is not None:
         tracking.log_metrics(client, parent_run_id, {"orchestration_share": share})
     spent, saved = compute_spent_and_saved(trials)
+    stopped = sum(bool(t.get("stopped_at")) for t in trials)
     tracking.log_metrics(client, parent_run_id, {"compute_spent_s": spent, "compute_saved_s": saved,
-                                                 "trials_stopped_early": sum(bool(t.get("stopped_at")) for t in trials)})
+                                                 "trials_stopped_early": stopped})
     target = target_bounds(base)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

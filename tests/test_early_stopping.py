@@ -93,7 +93,8 @@ def test_a_trial_stopped_at_an_epoch_keeps_its_readings_and_says_why(tmp_path, t
     # The random-weight model replies with noise, so its first epoch is flagged collapsed: stop_collapsed stops
     # every trial there, and the run must show it (tags, status, one epoch read, Tune's last result).
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=2, evaluate_epochs="every",
-                             early_stopping={"grace_epochs": 1, "stop_collapsed": True}, search_space={"data.size": {"choice": [8, 16]}})
+                             early_stopping={"grace_epochs": 1, "stop_collapsed": True},
+                             search_space={"data.size": {"choice": [8, 16]}})
     data["base"]["train"].update(epochs=3, max_steps=None, scheduler="constant")
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
     spec = load_spec(tmp_path / "sweep.yaml", store_overrides(tmp_path, "stopping-test"))
