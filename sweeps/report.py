@@ -211,21 +211,30 @@ def saved_seconds(client, run, stopped_at: int) -> float:
 
 
 def compute_spent_and_saved(trials: list[dict]) -> tuple[float, float]:
-    """Return (seconds the trials spent, seconds early stopping saved them by its estimate)."""
+    """Return (seconds the trials spent, seconds early stopping and racing saved them by their estimates)."""
+    from sweeps.trial import RACING_SAVED
+
     spent = sum(t.get("seconds", {}).get("trial", 0.0) for t in trials)
-    return spent, sum(t.get("saved_s", 0.0) for t in trials)
+    saved = sum(t.get("saved_s", 0.0) + t.get("seconds", {}).get(RACING_SAVED, 0.0) for t in trials)
+    return spent, saved
 
 
 def describe_compute(trials: list[dict]) -> str | None:
-    """Return one line on the compute the trials spent and early stopping saved; None when no trial was stopped."""
-    stopped = [t for t in trials if t.get("stopped_at")]
-    if not stopped:
+    """Return one line on the compute the trials spent and what early stopping and racing saved; None when neither
+    stopped anything."""
+    from sweeps.trial import RACING_SAVED
+
+    stopped = sum(bool(t.get("stopped_at")) for t in trials)
+    raced = sum(bool(t.get("seconds", {}).get(RACING_SAVED)) for t in trials)
+    if not stopped and not raced:
         return None
     spent, saved = compute_spent_and_saved(trials)
     share = saved / (spent + saved) if spent + saved else 0.0
-    return (f"compute: {spent:.0f} s of trials; early stopping stopped {len(stopped)} and saved ~{saved:.0f} s "
-            f"({100 * share:.0f}% of what running them to the end would have cost; each stopped trial's epochs left "
-            "priced at the mean of its own epochs)")
+    what = [*([f"early stopping stopped {stopped}"] if stopped else []),
+            *([f"racing cut {raced} short"] if raced else [])]
+    return (f"compute: {spent:.0f} s of trials; {' and '.join(what)}, saving ~{saved:.0f} s ({100 * share:.0f}% of "
+            "what running them in full would have cost: a stopped trial's epochs left at the mean of its own epochs, "
+            "a raced evaluation's unread slices at the pace of those it read)")
 
 
 def sweep_front(trials: list[dict], directions: dict[str, str]) -> list[int]:

@@ -298,9 +298,14 @@ def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path,
             evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir, race=race)
         else:
             evaluation = context.service.evaluate(model=str(checkpoint), out_dir=out_dir, race=race)
-    if evaluation.race_stop is not None and client is not None:
+    if evaluation.race_stop is not None:
         stop = evaluation.race_stop
-        client.set_tag(run_id, RACED_TAG, f"after {stop['slices_read']} of {stop['slices']} slices: {stop['reason']}")
+        if client is not None:
+            client.set_tag(run_id, RACED_TAG, f"after {stop['slices_read']} of {stop['slices']} slices: {stop['reason']}")
+        # What the slices left unread would have cost, at the pace of those read (sweeps.report sums it).
+        spent = sum(evaluation.phase_seconds.values())
+        seconds[RACING_SAVED] = seconds.get(RACING_SAVED, 0.0) + spent * (
+            stop["slices"] - stop["slices_read"]) / stop["slices_read"]
     for phase, value in evaluation.phase_seconds.items():
         seconds[f"evaluation_{phase}"] = seconds.get(f"evaluation_{phase}", 0.0) + value
     missing = [o.name for o in spec.objectives if o.name not in result_metrics(evaluation)]
@@ -310,6 +315,7 @@ def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path,
 
 
 RACED_TAG = "racing.stopped"  # where and why a raced evaluation of the trial stopped
+RACING_SAVED = "racing_saved"  # seconds racing saved the trial, logged as time/racing_saved_s
 
 
 def _race(spec: SweepSpec, context: TrialContext):

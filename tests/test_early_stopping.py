@@ -124,7 +124,7 @@ def test_a_trial_stopped_at_an_epoch_keeps_its_readings_and_says_why(tmp_path, t
     from sweeps.report import describe_compute, front_table
 
     assert front_table(outcome.trials, outcome.front, spec.directions(), [], {}).count("stopped early at epoch 1") == 2
-    assert "early stopping stopped 2 and saved" in describe_compute(outcome.trials)
+    assert "early stopping stopped 2, saving" in describe_compute(outcome.trials)
     parent = client.get_run(outcome.parent_run_id).data.metrics
     assert parent["trials_stopped_early"] == 2 and parent["compute_saved_s"] > 0
     assert parent["compute_saved_s"] == pytest.approx(sum(t["saved_s"] for t in outcome.trials))
