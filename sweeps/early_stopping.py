@@ -115,15 +115,24 @@ class DominatedTrialStopper(FIFOScheduler):
             self.points.append(point)  # a trial's last reading is its point
 
     def _record(self, result: Mapping[str, Any], epoch: int, reason: str) -> None:
-        """Tag the trial's MLflow run with the epoch and reason; the trial ends its run FINISHED when it sees them."""
+        """End the trial's MLflow run FINISHED with that epoch's readings, tagged with the epoch and reason.
+
+        The driver does it, not the trial: Tune may end the trial's process before its thread, blocked in the
+        report that is being answered, runs again. The trial adds its time by phase when it does run.
+        """
         run_id = result.get("mlflow_run_id")
         if not (self.tracking_uri and run_id):
             return
         from sweeps import tracking
+        from sweeps.trial import TIME_PREFIX
 
         client = tracking.client(self.tracking_uri)
         client.set_tag(run_id, STOPPED_EPOCH_TAG, str(epoch))
         client.set_tag(run_id, STOPPED_REASON_TAG, reason)
+        client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if result.get("collapsed") else "false")
+        if "time_total_s" in result:
+            tracking.log_metrics(client, run_id, {f"{TIME_PREFIX}trial_s": float(result["time_total_s"])})
+        client.set_terminated(run_id, status="FINISHED")
 
 
 def was_stopped(tags: Mapping[str, str]) -> bool:
