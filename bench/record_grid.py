@@ -123,6 +123,7 @@ def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, st
 def _epoch_points(client, run, grid: dict[str, list[Any]], kinds: dict[str, str],
                   evaluations: Path) -> list[GridPoint]:
     """Return a GridPoint per evaluated epoch of one trial that read every epoch (evaluate_epochs: fidelity)."""
+    from evaluators.service import sample_file_name
     from sweeps import tracking
     from sweeps.trial import EPOCH_TIME_PREFIX
 
@@ -148,7 +149,7 @@ def _epoch_points(client, run, grid: dict[str, list[Any]], kinds: dict[str, str]
                     for name in READINGS if epoch in history[name]}
         items = {}
         for benchmark, kind in kinds.items():
-            path = evaluations / trial_id / f"epoch_{epoch}" / _sample_file(benchmark)
+            path = evaluations / trial_id / f"epoch_{epoch}" / sample_file_name(benchmark)
             items[benchmark] = item_letters(kind, [json.loads(line) for line in path.read_text().splitlines() if line])
         evaluation_s = seconds["generation"] + seconds["judging"]
         points.append(GridPoint(
@@ -165,12 +166,6 @@ def _epoch_points(client, run, grid: dict[str, list[Any]], kinds: dict[str, str]
 
 
 EPOCHS_PATH = "train.epochs"
-
-
-def _sample_file(benchmark: str) -> str:
-    from evaluators.service import sample_file_name
-
-    return sample_file_name(benchmark)
 
 
 def _typed(text: str, values: list[Any]) -> Any:

@@ -74,19 +74,21 @@ class Snapper:
         return tuple(point[path] for path in self.table.grid)
 
     def nearest(self, proposed: dict[str, Any]) -> GridPoint:
-        snapped = {}
-        for path, values in self.table.grid.items():
-            value = proposed[path]
-            kind = next(iter(self.table.space[path]))
-            if kind == "choice" or not isinstance(value, (int, float)):
-                if value not in values:
-                    raise ValueError(f"{path}={value!r} is not among the recorded values {values}")
-                snapped[path] = value
-            elif kind == "loguniform":
-                snapped[path] = min(values, key=lambda v: abs(math.log(v) - math.log(value)))
-            else:
-                snapped[path] = min(values, key=lambda v: abs(v - value))
-        return self.index[self.key(snapped)]
+        return self.index[self.key({path: snap(self.table, path, proposed[path]) for path in self.table.grid})]
+
+
+def snap(table: GridTable, path: str, value: Any) -> Any:
+    """Return the recorded grid value of `path` nearest a proposed value: the same choice, the nearest number, the
+    nearest level on a log scale for a loguniform range."""
+    values = table.grid[path]
+    kind = next(iter(table.space[path]))
+    if kind == "choice" or not isinstance(value, (int, float)):
+        if value not in values:
+            raise ValueError(f"{path}={value!r} is not among the recorded values {values}")
+        return value
+    if kind == "loguniform":
+        return min(values, key=lambda v: abs(math.log(v) - math.log(value)))
+    return min(values, key=lambda v: abs(v - value))
 
 
 def table_front_volume(table: GridTable) -> float:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.grid_table import GridPoint, GridTable
-from bench.replay import _flat, _quartiles, front_volume, replay_spec
+from bench.replay import _flat, _quartiles, front_volume, replay_spec, snap
 
 EPOCHS = "train.epochs"
 MODES = ("separate", "separate+race", "fidelity", "fidelity+race", "fidelity+stop", "fidelity+stop+race")
@@ -92,18 +92,8 @@ class EpochTable:
         return tuple(point[path] for path in self.others)
 
     def nearest(self, proposed: dict[str, Any]) -> tuple:
-        """Return the run nearest a proposed point (as bench.replay.Snapper snaps)."""
-        snapped = []
-        for path in self.others:
-            values, value = self.table.grid[path], proposed[path]
-            kind = next(iter(self.table.space.get(path, {"choice": None})))
-            if kind == "choice" or not isinstance(value, (int, float)):
-                snapped.append(value)
-            elif kind == "loguniform":
-                snapped.append(min(values, key=lambda v: abs(math.log(v) - math.log(value))))
-            else:
-                snapped.append(min(values, key=lambda v: abs(v - value)))
-        return tuple(snapped)
+        """Return the run nearest a proposed point, snapped as bench.replay snaps."""
+        return tuple(snap(self.table, path, proposed[path]) for path in self.others)
 
 
 def _letters(point: GridPoint, kinds: dict[str, str], kind: str, slices_read: int,

@@ -227,7 +227,16 @@ class Estimate(Strict):
                                           "evaluator and judge held for all of it.")
 
 
-class EarlyStopping(Strict):
+class Switch(Strict):
+    """Settings that `true` turns on with their defaults (`early_stopping: true`), as well as a mapping of them."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_switch(cls, value: Any) -> Any:
+        return {} if value is True else value
+
+
+class EarlyStopping(Switch):
     """Stop a trial whose readings at an epoch are dominated by the sweep's points (sweeps.early_stopping)."""
 
     grace_epochs: int = Field(1, ge=1, description="The first epoch at which a trial may be stopped; earlier "
@@ -237,23 +246,13 @@ class EarlyStopping(Strict):
                                  "on the tiny LRM a run collapsed at one epoch can recover at the next "
                                  "(docs/benchmarks.md, \"What the savings save\").")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_switch(cls, value: Any) -> Any:
-        return {} if value is True else value
 
-
-class Racing(Strict):
+class Racing(Switch):
     """Score each trial's benchmarks in slices and stop when its readings cannot reach the front (evaluators.racing)."""
 
     slices: int = Field(4, ge=2, description="Slices of every benchmark's items (seeded random subsets); after "
                         "each but the last the evaluation stops when a recorded point beats the best end of every "
                         "95% interval so far.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_switch(cls, value: Any) -> Any:
-        return {} if value is True else value
 
 
 class SweepSpec(Strict):

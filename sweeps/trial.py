@@ -216,7 +216,7 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
             _log_epoch_seconds(client, run_id, epoch, before, seconds)
             return metrics
         reading = {**result_metrics(_evaluate(spec, context, aligned, aligned.checkpoint_dir,
-                                              out_dir / f"epoch_{epoch}", seconds, client=client, run_id=run_id)),
+                                              out_dir / f"epoch_{epoch}", seconds, client, run_id)),
                    EPOCH_KEY: float(epoch)}
         with _timed(seconds, "mlflow"):
             tracking.log_new_metrics(client, run_id, reading, step=epoch)
@@ -271,8 +271,7 @@ def _train(cfg, client, run_id: str, k: int, prefix: str, replicates: int, secon
 def _read_final(spec: SweepSpec, context: TrialContext, aligned, client, run_id: str, k: int, prefix: str,
                 out_dir: Path, seconds: dict[str, float]) -> dict[str, float]:
     """Return the readings of the run's final checkpoint, recording its judge, provenance and sample files."""
-    evaluation = _evaluate(spec, context, aligned, aligned.checkpoint_dir, out_dir, seconds, full=True, client=client,
-                           run_id=run_id)
+    evaluation = _evaluate(spec, context, aligned, aligned.checkpoint_dir, out_dir, seconds, client, run_id, full=True)
     metrics = result_metrics(evaluation)
     with _timed(seconds, "mlflow"):
         client.set_tag(run_id, "judge", evaluation.judge)
@@ -285,7 +284,7 @@ def _read_final(spec: SweepSpec, context: TrialContext, aligned, client, run_id:
 
 
 def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path, out_dir: Path,
-              seconds: dict[str, float], full: bool = False, client=None, run_id: str | None = None):
+              seconds: dict[str, float], client, run_id: str, full: bool = False):
     """Return the EvalResult of one checkpoint of the trial; `full`: the final one, which may be read from a bucket.
 
     With racing, the evaluation may stop after a slice; the run is then tagged with where and why."""
@@ -300,8 +299,7 @@ def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path,
             evaluation = context.service.evaluate(model=str(checkpoint), out_dir=out_dir, race=race)
     if evaluation.race_stop is not None:
         stop = evaluation.race_stop
-        if client is not None:
-            client.set_tag(run_id, RACED_TAG, f"after {stop['slices_read']} of {stop['slices']} slices: {stop['reason']}")
+        client.set_tag(run_id, RACED_TAG, f"after {stop['slices_read']} of {stop['slices']} slices: {stop['reason']}")
         # What the slices left unread would have cost, at the pace of those read (sweeps.report sums it).
         spent = sum(evaluation.phase_seconds.values())
         seconds[RACING_SAVED] = seconds.get(RACING_SAVED, 0.0) + spent * (
