@@ -26,7 +26,6 @@ HEADLINES: dict[str, tuple[str, str]] = {
     "reasoning_accuracy": ("reasoning", "accuracy"),
     "refusal_rate": ("overrefusal", "refusal_rate"),
 }
-RATE_OF_KIND = {"reasoning": "accuracy", "safety": "harmful_score", "overrefusal": "refusal_rate"}
 COLLAPSED_ABOVE = 50.0  # percent of a model's replies that are incoherent, beyond which it has collapsed
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 COUNT = "_n"  # NAME_n: the replies behind a headline rate

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from evaluators.cache import content_hash
 from evaluators.judges import judge_entry
-
-_SECRET_KEY = re.compile(r"token|secret|password|key", re.IGNORECASE)
-
+from trainables.credentials import is_credential
 
 def items_hash(samples: list) -> str:
     """Return the sha256 of the items as loaded: ids, prompts and references, in order."""
@@ -62,7 +59,7 @@ def judge_record(name: str, options: dict) -> dict[str, Any]:
     entry = judge_entry(name)
     return {"name": name, "model": model_record(entry.model(options), options.get("revision")),
             "rules_hash": _text_hash(entry.rules(options)),
-            "options": {k: v for k, v in options.items() if not _SECRET_KEY.search(k)}}
+            "options": {k: v for k, v in options.items() if not is_credential(k)}}
 
 
 def base_model_record(base_model: str, digest: str | None) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from evaluators.benchmarks import Benchmark, Sample
 from evaluators.cache import ResultCache, write_jsonl
 from evaluators.coherence import incoherent_flags
 from evaluators.grading import answer_region
-from evaluators.judges import Judge, is_refusal
+from evaluators.judges import is_refusal
+from evaluators.verdicts import Judge
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES, headlines, summarize
 from trainables.formats import ReasoningFormat
 

@@ -23,9 +23,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 from evaluators.config import EvalConfig
 from evaluators.dispatch import HandleCall
 from evaluators.generation import END_OF_TURN, Completion, completion_response
+from trainables.dtypes import resolve_dtype
 from trainables.schema import ConfigError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REQUEST_KEYS = {"model", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed"}
 LOADS_FROM_CLOUD = False  # peft loads local folders; a bucket checkpoint must be downloaded first
 
@@ -62,13 +62,6 @@ def check_adapter(adapter: str) -> str:
         raise ConfigError(f"adapter {adapter}: no adapter_config.json there; give the folder a LoRA run saved "
                           "(peft save_pretrained)")
     return str(path.resolve())
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """Return the torch dtype for a config name; auto is bfloat16 on GPU and float32 on CPU."""
-    if dtype == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
-    return DTYPES[dtype]
 
 
 def check_request(body: dict) -> None:

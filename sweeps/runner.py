@@ -28,6 +28,7 @@ from sweeps.spec import SweepSpec
 from sweeps.early_stopping import STOPPED_EPOCH_TAG, STOPPED_REASON_TAG
 from sweeps.trial import EPOCH_KEY, RECORDED_FLAG, TrialContext, result_metrics, run_trial
 from trainables.local_ray import init_local_ray, started_here
+from trainables.credentials import is_credential
 from trainables.schema import ConfigError
 
 # Save Tune's experiment state at least this often (seconds), so a killed driver loses almost nothing.
@@ -147,7 +148,7 @@ def _loggable_spec(spec: SweepSpec) -> dict:
 
     def scrub(node):
         if isinstance(node, dict):
-            return {k: scrub(v) for k, v in node.items() if not tracking.SECRET_KEY.search(str(k))}
+            return {k: scrub(v) for k, v in node.items() if not is_credential(k)}
         return [scrub(v) for v in node] if isinstance(node, list) else node
 
     return scrub(data)

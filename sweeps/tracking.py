@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 import urllib.error
 import urllib.parse
@@ -20,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainables.credentials import is_credential
 from trainables.schema import ConfigError
 
 ROLE_TAG = "safetytax.role"
@@ -30,9 +30,6 @@ ERROR_TAG = "error"
 PARETO_TAG = "pareto_optimal"
 COLLAPSED_TAG = "collapsed"  # the trial's replies are mostly incoherent: a broken model, off the front
 
-# Keys that name credentials are never logged, whatever section they sit in.
-SECRET_KEY = re.compile(r"token|secret|passw|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth",
-                        re.IGNORECASE)
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit on a param value
 BATCH = 100  # MLflow's limit on params per log_batch call
 
@@ -142,7 +139,7 @@ def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Return nested config data as {dotted.key: text}, dropping keys that look like credentials."""
     flat: dict[str, str] = {}
     for key, value in data.items():
-        if SECRET_KEY.search(str(key)):
+        if is_credential(key):
             continue
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):

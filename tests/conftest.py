@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -44,6 +45,21 @@ def tiny_model_dir(tmp_path_factory, char_tokenizer) -> Path:
     build_tiny_model(char_tokenizer, seed=0).save_pretrained(out)
     char_tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory, tiny_model_dir) -> Path:
+    """Local refusal and reasoning data in the tiny formats, beside the random-weight tiny model."""
+    from trainables.tiny import tasks
+
+    folder = tmp_path_factory.mktemp("assets")
+    with (folder / "refusals.jsonl").open("w") as f:
+        for request in tasks.harmful_requests("train"):
+            f.write(json.dumps(tasks.refusal_row(request)) + "\n")
+    with (folder / "reasoning.jsonl").open("w") as f:
+        for e in tasks.reasoning_examples(64, seed=1):
+            f.write(json.dumps({"prompt": e.prompt, "thinking": e.thinking, "answer": e.answer}) + "\n")
+    return folder
 
 
 def free_port() -> int:

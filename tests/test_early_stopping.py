@@ -17,7 +17,7 @@ from sweeps.early_stopping import (STOPPED_EPOCH_TAG, STOPPED_REASON_TAG, Domina
                                    stop_reason)
 from sweeps.runner import run_sweep
 from sweeps.spec import load_spec
-from tests.test_sweep_run import random_model_spec, store_overrides, tiny_assets  # noqa: F401 (a fixture)
+from sweep_helpers import random_model_spec, store_overrides
 from trainables.schema import ConfigError
 
 SAFETY_TAX = {"harmful_score": "min", "reasoning_accuracy": "max"}

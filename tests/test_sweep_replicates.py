@@ -12,7 +12,7 @@ from sweeps.replicates import combine_readings
 from sweeps.runner import run_sweep
 from sweeps.spec import TINY_SPEC, load_spec
 from sweeps.trial import replicate_configs, trial_config
-from test_sweep_run import random_model_spec, store_overrides, tiny_assets  # noqa: F401 (a fixture)
+from sweep_helpers import random_model_spec, store_overrides
 
 
 def test_readings_combine_into_means_intervals_and_per_seed_values():

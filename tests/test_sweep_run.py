@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import free_port
+from sweep_helpers import random_model_spec, store_overrides
 from sweeps import tracking
 from sweeps.pareto import hypervolume, pareto_front
 from sweeps.provenance import CHANGES_TAG, PROVENANCE_FILE
@@ -28,55 +28,6 @@ from sweeps.spec import TINY_SPEC, load_spec
 from trainables.schema import ConfigError
 
 pytestmark = pytest.mark.slow
-
-
-def store_overrides(tmp_path: Path, experiment: str) -> list[str]:
-    """Overrides that keep every output of a sweep inside `tmp_path`."""
-    return [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.experiment={experiment}",
-            f"storage_path={tmp_path}/tune", f"base.output_dir={tmp_path}/runs",
-            f"evaluation.cache_dir={tmp_path}/eval-cache", f"evaluation.http_port={free_port()}"]
-
-
-@pytest.fixture(scope="module")
-def tiny_assets(tmp_path_factory, tiny_model_dir) -> Path:
-    """Local refusal and reasoning data in the tiny formats, beside the random-weight tiny model."""
-    from trainables.tiny import tasks
-
-    folder = tmp_path_factory.mktemp("assets")
-    with (folder / "refusals.jsonl").open("w") as f:
-        for request in tasks.harmful_requests("train"):
-            f.write(json.dumps(tasks.refusal_row(request)) + "\n")
-    with (folder / "reasoning.jsonl").open("w") as f:
-        for e in tasks.reasoning_examples(64, seed=1):
-            f.write(json.dumps({"prompt": e.prompt, "thinking": e.thinking, "answer": e.answer}) + "\n")
-    return folder
-
-
-def random_model_spec(tiny_assets: Path, tiny_model_dir: Path, **fields) -> dict:
-    """A small sweep over the random-weight tiny model: plumbing at minimum cost per trial."""
-    spec = {
-        "name": "plumbing",
-        "base": {
-            "model": str(tiny_model_dir),
-            "data": {"path": str(tiny_assets / "refusals.jsonl"), "format": "directrefusal"},
-            "reasoning_data": {"path": str(tiny_assets / "reasoning.jsonl"), "format": "pairs",
-                               "response_column": "answer", "thinking_column": "thinking"},
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-            "train": {"learning_rate": 1e-3, "epochs": 1, "per_device_batch_size": 8, "max_seq_length": 128,
-                      "max_steps": 2},
-            # Local mode, as the tiny sweeps: a worker group's start-up would be most of each trial's time.
-            # The worker-kill test and the cluster rehearsal run Train workers.
-            "scaling": {"num_workers": 0, "resources_per_worker": {"CPU": 1}},
-        },
-        "evaluation": {"benchmarks": ["tiny-arith", "tiny-harmful"], "limit": 3,
-                       "generation": {"max_new_tokens": 16}, "num_cpus_per_replica": 0},
-        "search_space": {"data.size": {"choice": [8, 16]}, "train.learning_rate": {"loguniform": [1e-4, 1e-2]}},
-        "num_samples": 2,
-        "max_concurrent_trials": 1,
-        "population_size": 2,
-    }
-    spec.update(fields)
-    return spec
 
 
 def test_three_trial_sweep_on_the_tiny_lrm(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from s3_server import s3_server  # noqa: F401 - module fixture
-from test_sweep_run import store_overrides
+from sweep_helpers import store_overrides
 from vllm_support import CPU_ENGINE, requires_vllm
 
 from sweeps import tracking

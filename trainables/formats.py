@@ -8,9 +8,6 @@ marker, forces the answer marker when the thinking budget runs out, and reads th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-FormatName = Literal["s1", "r1"]
 
 # DirectRefusal's fixed thinking part, from the paper's released data.
 DIRECT_REFUSAL_THINKING = "I should not answer this question!"

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from trainables.config import AlignConfig
+from trainables.dtypes import resolve_dtype
 from trainables.formats import IGNORE_INDEX, Example, get_format, tokenize_example
 from trainables.schema import ConfigError
 
@@ -152,8 +153,8 @@ def load_tokenizer(model_path: str, trust_remote_code: bool = False):
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
-    """Return bf16 on GPUs and float32 elsewhere (CPUs have no fast bf16 matmul path to rely on)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    """Return the dtype training computes in on `device` (`trainables.dtypes`, auto)."""
+    return resolve_dtype("auto", device.type)
 
 
 def load_model(model_path: str, cfg: AlignConfig, device: torch.device) -> torch.nn.Module:
