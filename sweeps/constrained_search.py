@@ -11,6 +11,7 @@ from __future__ import annotations
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.spec import Constraint
+from trainables.private_apis import optuna_trial_to_tell
 
 
 class ConstrainedOptunaSearch(OptunaSearch):
@@ -21,8 +22,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
         self._constraints = list(constraints)  # plain strings: Tune pickles the searcher with its state
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        ot_trial = self._ot_trials.get(trial_id)
-        if result and not error and ot_trial is not None and trial_id not in self._completed_trials:
+        ot_trial = optuna_trial_to_tell(self, trial_id)
+        if result and not error and ot_trial is not None:
             for text in self._constraints:
                 constraint = Constraint.parse(text)
                 value = result.get(constraint.name)

@@ -23,6 +23,12 @@ def default_reference(objectives: Directions) -> dict[str, float]:
     return {name: WORST_PERCENT[direction] for name, direction in objectives.items()}
 
 
+def reference_point(objectives: Directions, given: Mapping[str, float | None]) -> dict[str, float]:
+    """Return the hypervolume reference point: each objective's `given` value, or its worst percentage."""
+    worst = default_reference(objectives)
+    return {name: given[name] if given.get(name) is not None else worst[name] for name in objectives}
+
+
 def has_objectives(point: Mapping[str, Any], objectives: Directions) -> bool:
     """Return True when `point` holds a finite number for every objective."""
     for name in objectives:

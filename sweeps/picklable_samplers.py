@@ -2,34 +2,15 @@
 
 Optuna 5.1's genetic samplers hold a `threading.Lock`, which cannot be pickled, so Tune fails when it
 first saves the Tuner ("cannot pickle '_thread.lock' object"). These subclasses drop every lock from
-the pickled state and give the unpickled sampler fresh ones. A lock guards only in-process caches, so
-nothing of the search is lost; samplers without locks pickle exactly as before.
+the pickled state and give the unpickled sampler fresh ones (`trainables.private_apis`, where the
+reliance on Optuna's private state is fenced). Samplers without locks pickle exactly as before.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import optuna
 
-_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
-
-
-class _LocksRecreatedOnUnpickle:
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_dropped_locks"] = {name: isinstance(value, type(threading.RLock()))
-                                     for name, value in state.items() if isinstance(value, _LOCK_TYPES)}
-        for name in state["_dropped_locks"]:
-            del state[name]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        for name, reentrant in state.pop("_dropped_locks", {}).items():
-            state[name] = threading.RLock() if reentrant else threading.Lock()
-        self.__dict__.update(state)
+from trainables.private_apis import LocksRecreatedOnUnpickle as _LocksRecreatedOnUnpickle
 
 
 class NSGAIISampler(_LocksRecreatedOnUnpickle, optuna.samplers.NSGAIISampler):

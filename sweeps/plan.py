@@ -20,6 +20,7 @@ from sweeps.spec import SweepSpec
 from sweeps.tracking import redact_uri
 from trainables.config import AlignConfig
 from trainables.locations import data_kind, is_tiny, model_kind, tiny_ready
+from trainables.private_apis import HEAD_NODE_RESOURCE
 from trainables.schema import ConfigError
 
 # "s1.1-32B", "DeepSeek-R1-Distill-Qwen-7B", "Qwen2.5-0.5B": the size the name gives, in billions.
@@ -341,7 +342,6 @@ INSTANCE_RESOURCES = {
     "g5.xlarge": {"CPU": 4, "GPU": 1, "accelerator_type:A10G": 1},
     "g5.2xlarge": {"CPU": 8, "GPU": 1, "accelerator_type:A10G": 1},
 }
-HEAD_RESOURCE = "node:__internal_head__"
 UNPLACED = ("memory", "object_store_memory")  # every node has some; the plan does not size them
 
 
@@ -370,7 +370,7 @@ def node_type_resources(cluster: dict) -> dict[str, dict[str, float] | None]:
             found[name] = None
             continue
         if name == cluster["head_node_type"]:
-            resources[HEAD_RESOURCE] = 1.0
+            resources[HEAD_NODE_RESOURCE] = 1.0
         found[name] = resources
     return found
 

@@ -15,7 +15,6 @@ SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_T
 
 def stop_tune_copying_credentials() -> None:
     """Remove the credential names from the set Tune propagates into trial actors (idempotent)."""
-    from ray.tune.execution import class_cache
+    from trainables.private_apis import stop_tune_propagating
 
-    for name in SECRET_ENV_VARS:
-        class_cache.ENV_VARS_TO_PROPAGATE.discard(name)
+    stop_tune_propagating(SECRET_ENV_VARS)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from evaluators.metrics import CI_HIGH, CI_LOW
 from sweeps import early_stopping, tracking
-from sweeps.pareto import hypervolume, pareto_front
+from sweeps.pareto import hypervolume, pareto_front, reference_point
 from sweeps.plots import front_png
 from sweeps.plots_html import front_html
 from sweeps.readings import COUNT, format_reading, has_field, interval, is_collapsed, shared_count
@@ -47,8 +47,7 @@ class SweepLayout:
         """Return the layout of a sweep from its parent run's params (the flattened spec)."""
         objectives = json.loads(params["objectives"])
         directions = {o["name"]: o["direction"] for o in objectives}
-        reference = {o["name"]: o["reference"] if o.get("reference") is not None
-                     else (100.0 if o["direction"] == "min" else 0.0) for o in objectives}
+        reference = reference_point(directions, {o["name"]: o.get("reference") for o in objectives})
         searched = []
         for key, value in params.items():
             parts = key.split(".")

@@ -28,6 +28,7 @@ from sweeps.spec import SweepSpec
 from sweeps.early_stopping import STOPPED_EPOCH_TAG, STOPPED_REASON_TAG
 from sweeps.trial import EPOCH_KEY, RECORDED_FLAG, TrialContext, result_metrics, run_trial
 from trainables.local_ray import init_local_ray, started_here
+from trainables.private_apis import extend_search_state
 from trainables.credentials import is_credential
 from trainables.schema import ConfigError
 
@@ -241,39 +242,6 @@ def _short(value: Any) -> str:
 
 
 # Tune's saved search state: the newest file of this pattern holds the sample count it stops at.
-SEARCH_STATE_FILES = "search_gen_state-*.json"
-
-
-def extend_num_samples(experiment_path: str, num_samples: int) -> int | None:
-    """Raise the sample count in a saved sweep's search state to `num_samples`; return the old count, or None.
-
-    Tune restores its own count on resume and ignores a new num_samples; editing the saved state
-    (a cloudpickled dict, written atomically by Tune) lets `--resume num_samples=12` add trials.
-    Works on local folders and on buckets alike, through pyarrow's file systems.
-    """
-    import fnmatch
-
-    import pyarrow.fs
-    import ray.cloudpickle as cloudpickle
-
-    filesystem, folder = pyarrow.fs.FileSystem.from_uri(experiment_path)
-    files = [info for info in filesystem.get_file_info(pyarrow.fs.FileSelector(folder))
-             if fnmatch.fnmatch(info.base_name, SEARCH_STATE_FILES)]
-    if not files:
-        return None
-    newest = max(files, key=lambda info: info.mtime_ns or 0).path
-    with filesystem.open_input_stream(newest) as stream:
-        state = cloudpickle.loads(stream.read())
-    old = state["total_samples"]
-    if num_samples <= old:
-        return None
-    state["total_samples"] = num_samples
-    state["finished"] = False  # set when the count was reached; a grid sampler sets it again when exhausted
-    with filesystem.open_output_stream(newest) as stream:
-        stream.write(cloudpickle.dumps(state))
-    return old
-
-
 def _scheduler(spec: SweepSpec, context: TrialContext):
     """Return the early-stopping scheduler the spec asks for (`sweeps.early_stopping`), or None (Tune's FIFO)."""
     if spec.early_stopping is None:
@@ -291,7 +259,7 @@ def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
     stop_tune_copying_credentials()  # else Ray's runtime_env_agent.log holds the AWS secret
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
     if resume:
-        old = extend_num_samples(spec.experiment_path, spec.num_samples)
+        old = extend_search_state(spec.experiment_path, spec.num_samples)
         if old is not None:
             print(f"resuming with num_samples={spec.num_samples}: {spec.num_samples - old} trials more than the "
                   f"{old} the sweep started with", flush=True)

@@ -116,11 +116,13 @@ def fail_orphan_trials(spec: SweepSpec) -> int:
     import optuna
     from optuna.trial import TrialState
 
+    from trainables.private_apis import fail_study_trial
+
     storage = optuna.storages.RDBStorage(spec.optuna.storage)
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
     orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in orphans:
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        fail_study_trial(storage, trial)
     return len(orphans)
 
 

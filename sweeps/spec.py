@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from evaluators.config import EvalConfig
 from evaluators.metrics import HEADLINES
+from sweeps.pareto import reference_point
 from sweeps.sampler_choice import OPTUNA_POPULATION, SamplerChoice, choose_sampler
 from trainables.config import AlignConfig
 from trainables.schema import ConfigError, Strict, apply_overrides, build, read_yaml
@@ -449,8 +450,7 @@ class SweepSpec(Strict):
 
     def reference_point(self) -> dict[str, float]:
         """Return the hypervolume reference point: each objective's `reference` or its worst percentage."""
-        return {o.name: o.reference if o.reference is not None else (100.0 if o.direction == "min" else 0.0)
-                for o in self.objectives}
+        return reference_point(self.directions(), {o.name: o.reference for o in self.objectives})
 
 
 def flatten_search_space(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:

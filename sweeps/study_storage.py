@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 
 from sweeps.tracking import redact_uri
+from trainables.private_apis import RDB_STORAGE_STATE_URL
 
 _FULL_URLS: dict[str, str] = {}  # redacted URL -> URL with its password; this process only
 
@@ -27,12 +28,12 @@ class CredentialFreeRDBStorage(optuna.storages.RDBStorage):
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        state["url"] = redact_uri(state["url"])
+        state[RDB_STORAGE_STATE_URL] = redact_uri(state[RDB_STORAGE_STATE_URL])
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        redacted = state["url"]
+        redacted = state[RDB_STORAGE_STATE_URL]
         if redacted not in _FULL_URLS and "***@" in redacted:
             raise RuntimeError(f"optuna.storage {redacted}: the password is not known in this process; open the "
                                "storage from the sweep's spec before restoring its searcher")
-        super().__setstate__({**state, "url": _FULL_URLS.get(redacted, redacted)})
+        super().__setstate__({**state, RDB_STORAGE_STATE_URL: _FULL_URLS.get(redacted, redacted)})

@@ -23,6 +23,7 @@ from sweeps import early_stopping, provenance, tracking
 from sweeps.replicates import combine_readings
 from sweeps.search_space import apply_point
 from sweeps.spec import SweepSpec
+from trainables.private_apis import HEAD_NODE_RESOURCE
 
 CHECKPOINT_TAG = "checkpoint_dir"
 ATTEMPTS_TAG = "attempts"
@@ -34,7 +35,6 @@ TIME_PREFIX = "time/"  # a trial's wall time by phase, in seconds; sweeps.report
 # Where the trial's Train workers ran: the Ray node id, and its node type as cluster.yaml labels it.
 NODE_ID_TAG, NODE_TYPE_TAG = "node_id", "node_type"
 NODE_TYPE_LABEL = "safetytax/node-type"
-HEAD_RESOURCE = "node:__internal_head__"
 
 
 @dataclass
@@ -85,7 +85,7 @@ def node_type(node_id: str) -> str:
             labels = node.get("Labels") or {}
             if NODE_TYPE_LABEL in labels:
                 return labels[NODE_TYPE_LABEL]
-            return "head" if HEAD_RESOURCE in node.get("Resources", {}) else "unlabelled"
+            return "head" if HEAD_NODE_RESOURCE in node.get("Resources", {}) else "unlabelled"
     return "unknown"
 
 

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from conftest import client_env, free_port, join_ray
+from trainables.private_apis import reread_ray_config
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN = REPO / "cluster.local.yaml"
@@ -279,9 +280,7 @@ def rehearsal(tmp_path, monkeypatch):
     # Ray reads RAY_AUTH_MODE into a per-process config once: after an earlier test in this process has
     # imported Ray (auth mode then "disabled"), this process would send no token and the dashboard would
     # answer every state query "Unauthorized". Re-read it, as Ray does itself when it turns token auth on.
-    from ray._raylet import Config
-
-    Config.initialize("")
+    reread_ray_config()
     try:
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         subprocess.run(shlex.split(RAY_AUTH_TOKEN), env=env, check=True, capture_output=True, timeout=120)

@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from trainables.local_ray import CLEANER_LOGGER, UNREACHABLE_STATE_API, drop_unreachable_state_api_warnings
+from trainables.local_ray import UNREACHABLE_STATE_API, drop_unreachable_state_api_warnings
+from trainables.private_apis import PLACEMENT_GROUP_CLEANER_LOGGER as CLEANER_LOGGER
 
 
 def test_the_hook_drops_the_cleaners_state_api_warning_and_nothing_else(caplog):
@@ -43,20 +44,6 @@ def test_every_worker_of_a_local_session_runs_the_hook():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "['_DropUnreachableStateApi'] ['_DropUnreachableStateApi']" in out.stdout
-
-
-def test_rays_private_cluster_lookup_still_answers_as_the_project_reads_it(monkeypatch):
-    # trainables.local_ray.existing_cluster_address calls ray._private.services.canonicalize_bootstrap_address
-    # (Ray 2.60). If this fails, Ray moved it: find where ray.init() now resolves RAY_ADDRESS and `ray start`.
-    import ray
-
-    from trainables.local_ray import existing_cluster_address
-
-    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6390")
-    found = existing_cluster_address()  # localhost comes back as this node's address
-    assert found is not None and found.endswith(":6390"), f"Ray {ray.__version__} changed its cluster lookup: {found}"
-    monkeypatch.setenv("RAY_ADDRESS", "local")
-    assert existing_cluster_address() is None, f"Ray {ray.__version__} changed its cluster lookup"
 
 
 def test_a_replica_this_machine_cannot_hold_fails_at_once_naming_the_resource_and_the_fix(tiny_model_dir):

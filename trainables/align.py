@@ -238,10 +238,9 @@ def _train_worker(config: dict) -> dict | None:
     from trainables import fsdp, local_mode, sft
 
     # Workers log every report at INFO whatever RunConfig's LoggingConfig says; our progress lines replace them.
-    # Train V2's report logger is named after its source file, not its module, so name both.
-    from ray.train.v2._internal.execution import context as train_context
+    from trainables.private_apis import train_report_logger_names
 
-    for name in ("ray.train", train_context.__file__):
+    for name in train_report_logger_names():
         logging.getLogger(name).setLevel(logging.WARNING)
     config = config["job"] if isinstance(config["job"], dict) else ray.get(config["job"])
     cfg: AlignConfig = config["cfg"]

@@ -17,7 +17,8 @@ import logging
 import os
 from typing import Any
 
-CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+from trainables.private_apis import PLACEMENT_GROUP_CLEANER_LOGGER, existing_cluster_address
+
 UNREACHABLE_STATE_API = "Failed to query Ray Train Controller actor state"
 SETUP_HOOK = f"{__name__}.drop_unreachable_state_api_warnings"
 
@@ -29,21 +30,10 @@ class _DropUnreachableStateApi(logging.Filter):
 
 def drop_unreachable_state_api_warnings() -> None:
     """Ray's worker setup hook: the placement-group cleaner's logger drops its "state API unavailable" warning."""
-    logging.getLogger(CLEANER_LOGGER).addFilter(_DropUnreachableStateApi())
+    logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).addFilter(_DropUnreachableStateApi())
 
 
 _started_here = False
-
-
-def existing_cluster_address() -> str | None:
-    """Return the address of the Ray cluster `ray.init()` would join here (RAY_ADDRESS, `ray start`), or None.
-
-    Ray's own lookup, `ray._private.services.canonicalize_bootstrap_address` (Ray 2.60), private:
-    tests/test_local_ray.py fails loudly when it moves.
-    """
-    from ray._private.services import canonicalize_bootstrap_address
-
-    return canonicalize_bootstrap_address(None)
 
 
 def started_here() -> bool:
