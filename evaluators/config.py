@@ -11,11 +11,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from evaluators.backends import placement
 from trainables.schema import Strict
 
 # Written as the user would (expanded when used), so the configuration reference reads the same everywhere.
 DEFAULT_CACHE_DIR = Path("~/.cache/safetytax/evaluations")
+# Backends whose replicas take custom Ray resources (`resources_per_replica`); vLLM places its engine by
+# `vllm.accelerator_type` and its own bundles instead.
+CUSTOM_RESOURCE_BACKENDS = ("transformers",)
 
 
 class GenerationSettings(Strict):
@@ -158,7 +160,7 @@ class EvalConfig(Strict):
 
     @model_validator(mode="after")
     def _resources_for_transformers(self) -> "EvalConfig":
-        if self.resources_per_replica and not placement(self.backend).custom_resources:
+        if self.resources_per_replica and self.backend not in CUSTOM_RESOURCE_BACKENDS:
             raise ValueError(f"resources_per_replica: the {self.backend} backend places its engine by vllm.accelerator_type; "
                              "remove resources_per_replica or use backend transformers")
         return self

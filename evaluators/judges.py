@@ -223,11 +223,16 @@ class JudgeEntry:
         if missing:
             raise ConfigError(f"judge {self.name} needs judge_options.{missing[0]} ({self.required_because})")
 
+    def serve_replicas(self, cfg: EvalConfig) -> tuple[int, float]:
+        """Return (replicas, GPUs each) of the judge's own deployment (hosting "serve"), as Serve reads them."""
+        options = self.deployment(cfg)
+        return options["num_replicas"], options["ray_actor_options"].get("num_gpus", 0)
+
     def num_gpus(self, cfg: EvalConfig, generator_gpus: float) -> float:
         """Return the GPUs the judge holds for the whole sweep; `generator_gpus`: those of one generator deployment."""
         if self.hosting == "serve":
-            options = self.deployment(cfg)
-            return options["num_replicas"] * options["ray_actor_options"].get("num_gpus", 0)
+            replicas, each = self.serve_replicas(cfg)
+            return replicas * each
         return generator_gpus if self.hosting == "generator" else 0.0
 
 

@@ -28,7 +28,8 @@ from typing import Callable
 import ray
 from ray import serve
 
-from evaluators.backends import get_backend, unplaceable
+from evaluators.backends import get_backend
+from evaluators.placement import unplaceable
 from evaluators.benchmarks import get_benchmark
 from evaluators.cache import ResultCache, content_hash, model_hash, result_key, write_jsonl
 from evaluators.config import EvalConfig
@@ -45,7 +46,7 @@ from evaluators.racing import Race, slice_order
 from evaluators.runner import EvalResult, run_benchmark
 from evaluators.served_judges import JudgeServer, ServedJudge, guard_requests
 from trainables.local_ray import init_local_ray, started_here
-from trainables.locations import is_bucket, resolve_model
+from trainables.locations import is_bucket, mirror_small_files, resolve_model
 from trainables.schema import ConfigError
 
 
@@ -162,6 +163,12 @@ class EvaluatorService:
     @property
     def _backend(self):
         return get_backend(self.cfg.backend)  # looked up, not stored: modules do not pickle into trials
+
+    def checkpoint_source(self, local_dir: str, bucket_uri: str | None) -> str:
+        """Return where this service's replicas read a full-weight checkpoint that sits in `local_dir` (this
+        node's disk) and, when given, in `bucket_uri`: the bucket copy for a backend that loads from buckets,
+        whose replicas (vLLM on GPU nodes) cannot see this node's disk; the local folder otherwise."""
+        return bucket_uri if bucket_uri and self._backend.LOADS_FROM_CLOUD else local_dir
 
     def _resolve(self, model: str) -> str:
         """Return the source the backend loads `model` from; a bucket URI only for a backend that loads one."""
@@ -321,8 +328,6 @@ class EvaluatorService:
     def _tokenizer(self, source: str):
         if source not in self._tokenizers:
             from transformers import AutoTokenizer
-
-            from evaluators.vllm_backend import mirror_small_files
 
             # A model served from a bucket: its tokenizer files are read from a local copy.
             local = mirror_small_files(source) if is_bucket(source) else source

@@ -19,11 +19,12 @@ import yaml
 from ray import tune
 
 from sweeps import provenance, tracking
-from sweeps.plan import trial_resources
+from sweeps.preflight import check_data, check_resume_state, data_paths
+from sweeps.resources import trial_resources
 from sweeps.ray_secrets import stop_tune_copying_credentials
 from sweeps.readings import format_reading
 from sweeps.report import SweepLayout, base_point, describe_sweep, record_front, tag_experiment, trial_records
-from sweeps.search_space import apply_point, build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
+from sweeps.search_space import build_searcher, check_study_storage, fail_orphan_trials, tune_param_space
 from sweeps.spec import SweepSpec
 from sweeps.early_stopping import STOPPED_EPOCH_TAG, STOPPED_REASON_TAG
 from sweeps.trial import EPOCH_KEY, RECORDED_FLAG, TrialContext, result_metrics, run_trial
@@ -49,51 +50,6 @@ class SweepOutcome:
     base: dict[str, float] = field(default_factory=dict)
     plot: Path | None = None
     finished: bool = False
-
-
-def check_resume_state(spec: SweepSpec, resume: bool) -> None:
-    """Return None when `--resume` matches what is on disk; raise ConfigError before Ray starts otherwise."""
-    exists = tune.Tuner.can_restore(spec.experiment_path)
-    if resume and not exists:
-        raise ConfigError(f"--resume: no sweep state at {spec.experiment_path} (name={spec.name}, "
-                          f"storage_path={spec.storage_path}); run without --resume to start it")
-    if not resume and exists:
-        raise ConfigError(f"name: a sweep named {spec.name!r} already has state at {spec.experiment_path}; "
-                          f"continue it with --resume, or start another with name={spec.name}-2")
-
-
-def check_data(spec: SweepSpec) -> None:
-    """Return None when the largest data the search can ask for exists, with every data source it can pick.
-
-    Numeric fields (data.size, reasoning_mix) are checked at their largest value; every other searched data
-    value (a file, a bundle of path and format) is checked in each combination with them. ConfigError names
-    the field, and the bundle when one is at fault.
-    """
-    import itertools
-
-    from trainables.data import training_examples
-
-    largest: dict[str, Any] = {}
-    sources: dict[str, list[Any]] = {}
-    for path, param in spec.search_space.items():
-        if not (path in ("data", "reasoning_data") or path.startswith(("data.", "reasoning_data."))
-                or path == "reasoning_mix"):
-            continue
-        numbers = [v for v in param.extremes() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if numbers and len(numbers) == len(param.extremes()) and not param.bundles:
-            largest[path] = max(numbers)
-        else:  # e.g. a choice of data files or of data bundles: each must load
-            sources[path] = param.extremes()
-    for combination in itertools.product(*sources.values()):
-        picked = dict(zip(sources, combination))
-        cfg = apply_point(spec.base, {**largest, **picked}, spec.search_space)
-        try:
-            training_examples(cfg.data, cfg.reasoning_data, cfg.reasoning_mix, cfg.train.seed)
-        except ConfigError as err:
-            if not picked:
-                raise
-            where = ", ".join(f"search_space.{path}={value}" for path, value in picked.items())
-            raise ConfigError(f"{err} (with {where})") from None
 
 
 # Fields a resumed sweep may change: Tune restores its own copies of the first ones, and the rest
@@ -296,7 +252,6 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1, accept
     import ray
 
     from evaluators.service import EvaluatorService
-    from sweeps.plan import data_paths
     from trainables.tiny.lrm import ensure_tiny_data, ensure_tiny_paths, tiny_build_pending
 
     ray_was_running = ray.is_initialized()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.backends import get_backend
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
 from sweeps import early_stopping, provenance, tracking
 from sweeps.replicates import combine_readings
@@ -292,11 +291,9 @@ def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path,
     with _timed(seconds, "evaluation"):
         if aligned.finetune == "lora":
             evaluation = context.service.evaluate(adapter=str(checkpoint), out_dir=out_dir, race=race)
-        elif full and get_backend(spec.evaluation.backend).LOADS_FROM_CLOUD and aligned.checkpoint_uri:
-            # Replicas that read a bucket (vLLM on GPU nodes) cannot see this node's disk; they read the bucket copy.
-            evaluation = context.service.evaluate(model=aligned.checkpoint_uri, out_dir=out_dir, race=race)
-        else:
-            evaluation = context.service.evaluate(model=str(checkpoint), out_dir=out_dir, race=race)
+        else:  # the final checkpoint may also sit in a bucket; the service knows which copy its replicas read
+            source = context.service.checkpoint_source(str(checkpoint), aligned.checkpoint_uri if full else None)
+            evaluation = context.service.evaluate(model=source, out_dir=out_dir, race=race)
     if evaluation.race_stop is not None:
         stop = evaluation.race_stop
         client.set_tag(run_id, RACED_TAG, f"after {stop['slices_read']} of {stop['slices']} slices: {stop['reason']}")

@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from sweeps.cli import main
-from sweeps.plan import INSTANCE_RESOURCES
+from sweeps.cluster_fit import INSTANCE_RESOURCES
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
 TWIN_YAML = REPO / "cluster.local.yaml"
-# GPUs per instance of the types this cluster may use; a new type needs its resources in sweeps/plan.py.
+# GPUs per instance of the types this cluster may use; a new type needs its resources in sweeps/cluster_fit.py.
 GPUS_PER_INSTANCE = {name: int(resources.get("GPU", 0)) for name, resources in INSTANCE_RESOURCES.items()}
 GPU_FAMILIES = ("p", "g", "dl", "trn", "inf")
 NODE_TYPE_LABEL = "safetytax/node-type"
@@ -104,7 +104,7 @@ def test_gpu_types_autoscale_from_zero_and_the_head_has_no_gpu(cluster):
     for name, node in worker_types(cluster).items():
         assert node["min_workers"] == 0, name
         instance = node["node_config"]["InstanceType"]
-        assert instance in GPUS_PER_INSTANCE, f"{name}: add {instance}'s resources to sweeps/plan.py"
+        assert instance in GPUS_PER_INSTANCE, f"{name}: add {instance}'s resources to sweeps/cluster_fit.py"
         gpus[name] = GPUS_PER_INSTANCE[instance]
     assert 8 in gpus.values(), "no 8-GPU node type for 32B training"
     assert 1 in gpus.values(), "no 1-GPU node type for evaluators and the judge"

@@ -20,7 +20,7 @@ from evaluators.judges import (
     llama_guard_prompt,
     parse_llama_guard,
 )
-from sweeps.plan import judge_gpus
+from sweeps.resources import judge_gpus
 from trainables.formats import DIRECT_REFUSAL_THINKING, FORMATS
 from trainables.schema import ConfigError
 from trainables.tiny import tasks

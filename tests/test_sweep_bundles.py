@@ -9,7 +9,8 @@ import ray
 
 from sweeps import tracking
 from sweeps.report import SweepLayout, trial_records
-from sweeps.runner import _loggable_spec, check_data
+from sweeps.preflight import check_data
+from sweeps.runner import _loggable_spec
 from sweeps.search_space import apply_point, grid_values, tune_param_space
 from sweeps.spec import TINY_SPEC, load_spec
 from sweeps.trial import bundle_params

@@ -11,7 +11,7 @@ import ray
 
 import sweeps
 from sweeps.cli import main
-from sweeps.plan import parameters_from_name
+from sweeps.resources import parameters_from_name
 from sweeps.spec import TINY_SPEC, load_spec
 
 SWEEP_DIR = Path(sweeps.__file__).parent

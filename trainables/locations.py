@@ -142,3 +142,28 @@ def resolve_model(model: str, *, bucket_ok: bool = False) -> str:
 def resolve_data(path: str) -> str:
     """Return the data location to open: a `tiny://` path as its cached file, any other path as given."""
     return str(_tiny_file(path)) if is_tiny(path) else path
+
+
+def mirror_small_files(uri: str, max_bytes: int = 50_000_000) -> str:
+    """Return a local folder holding the files of cloud folder `uri` smaller than max_bytes (config, tokenizer).
+
+    A caller reads the tokenizer of a model served straight from a bucket; the weights stay there.
+    """
+    import tempfile
+
+    import pyarrow.fs
+
+    try:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=False))
+    except OSError as err:
+        raise ConfigError(f"model {uri}: cannot read the folder ({err}); check that the bucket exists and is "
+                          "reachable (AWS_ENDPOINT_URL_S3 for an S3-compatible store)") from None
+    local = Path(tempfile.mkdtemp(prefix="safetytax-model-files-"))
+    for info in infos:
+        if info.type == pyarrow.fs.FileType.File and info.size <= max_bytes:
+            with filesystem.open_input_stream(info.path) as source:
+                (local / info.base_name).write_bytes(source.read())
+    if not (local / "config.json").is_file():
+        raise ConfigError(f"model {uri}: the folder has no config.json; give a Hugging Face model folder")
+    return str(local)
