@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="More overrides of the spec.")
     args = parser.parse_args(argv)
 
-    from sweeps.spec import load_spec
+    from sweeps.loader import load_spec
     from trainables.schema import ConfigError
 
     try:

@@ -134,7 +134,7 @@ def meets_bar(points: list[GridPoint], table: GridTable, bar: Bar) -> bool:
 
 def replay_spec(spec_path: str | None, overrides: list[str], sampler: str, seed: int, trials: int, concurrency: int):
     """Return the sweep spec a replay runs: the table's spec, with this sampler, seed, budget and concurrency."""
-    from sweeps.spec import load_spec
+    from sweeps.loader import load_spec
 
     # The study lives in memory unless the overrides name a storage (a test reads the study back).
     return load_spec(spec_path, ["optuna.storage=null", *overrides, f"sampler={sampler}", f"seed={seed}",

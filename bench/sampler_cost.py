@@ -24,7 +24,7 @@ def readings(config: dict) -> dict:
 
 def _searcher(sampler: str, size: int, storage: str, repeats: int):
     from sweeps.search_space import build_searcher, tune_param_space
-    from sweeps.spec import load_spec
+    from sweeps.loader import load_spec
 
     spec = load_spec(None, ["initial_points=[]", f"optuna.storage={storage}", "name=cost", f"sampler={sampler}",
                             f"num_samples={max(size + repeats, 8)}",

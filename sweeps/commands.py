@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.report import describe_cheapest, describe_compute, describe_target, describe_time, front_table
-from sweeps.spec import TINY_SPEC, SweepSpec, load_spec
+from sweeps.spec import SweepSpec
 from trainables.schema import ConfigError
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.spec import Constraint
+from sweeps.objectives import Constraint
 from trainables.private_apis import optuna_trial_to_tell
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sweeps.search_space import apply_point
+from sweeps.points import apply_point
 from sweeps.spec import SweepSpec
 from trainables.schema import ConfigError
 

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from evaluators.metrics import CI_HIGH, CI_LOW
 from sweeps import early_stopping, tracking
+from sweeps.objectives import Constraint, feasible
+from sweeps.params import PARAM_KINDS
 from sweeps.pareto import hypervolume, pareto_front, reference_point
 from sweeps.plots import front_png
 from sweeps.plots_html import front_html
 from sweeps.readings import COUNT, format_reading, has_field, interval, is_collapsed, shared_count
-from sweeps.spec import PARAM_KINDS, Constraint, SweepSpec, feasible
+from sweeps.spec import SweepSpec
 from sweeps.trial import TIME_PREFIX
 
 PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"

@@ -1,14 +1,14 @@
-"""From a spec's search space to Optuna: distributions, the sampler, the study storage, and a sampled point applied."""
+"""From a spec's search space to Optuna: distributions, the sampler, the searcher and the study storage."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sweeps.spec import ParamSpec, SweepSpec, expand_point, set_path
+from sweeps.params import ParamSpec
+from sweeps.spec import SweepSpec
 from sweeps.tracking import redact_uri
-from trainables.config import AlignConfig
-from trainables.schema import ConfigError, build
+from trainables.schema import ConfigError
 
 
 def tune_param_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -124,11 +124,3 @@ def fail_orphan_trials(spec: SweepSpec) -> int:
     for trial in orphans:
         fail_study_trial(storage, trial)
     return len(orphans)
-
-
-def apply_point(base: AlignConfig, point: dict[str, Any], space: dict[str, ParamSpec] | None = None) -> AlignConfig:
-    """Return the base AlignConfig with each sampled `dotted.path: value` set (bundles of `space` expanded), validated again."""
-    data = base.model_dump(mode="json")
-    for path, value in expand_point(space or {}, point).items():
-        data = set_path(data, path, value)
-    return build(AlignConfig, data, source=f"(base with {point})")

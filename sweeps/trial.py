@@ -19,8 +19,8 @@ from typing import Any
 
 from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
 from sweeps import early_stopping, provenance, tracking
+from sweeps.points import apply_point
 from sweeps.replicates import combine_readings
-from sweeps.search_space import apply_point
 from sweeps.spec import SweepSpec
 from trainables.private_apis import HEAD_NODE_RESOURCE
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from sweeps import tracking
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.report import SweepLayout, describe_sweep, record_front, tag_experiment, trial_records
 from sweeps.runner import _loggable_spec
-from sweeps.spec import TINY_SPEC, load_spec
-from conftest import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

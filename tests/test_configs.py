@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import sweeps
-from sweeps.spec import TINY_SPEC, grid_points, load_spec
+from sweeps.loader import TINY_SPEC, load_spec
+from sweeps.params import grid_points
 
 SWEEP_FILES = sorted(Path(sweeps.__file__).parent.glob("*.yaml"))
 

@@ -15,9 +15,9 @@ from ray.tune.schedulers import TrialScheduler
 from sweeps import tracking
 from sweeps.early_stopping import (STOPPED_EPOCH_TAG, STOPPED_REASON_TAG, DominatedTrialStopper, dominating_point,
                                    stop_reason)
-from sweeps.runner import run_sweep
-from sweeps.spec import load_spec
 from sweep_helpers import random_model_spec, store_overrides
+from sweeps.loader import load_spec
+from sweeps.runner import run_sweep
 from trainables.schema import ConfigError
 
 SAFETY_TAX = {"harmful_score": "min", "reasoning_accuracy": "max"}

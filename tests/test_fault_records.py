@@ -10,8 +10,8 @@ import pytest
 
 from evaluators.dispatch import GenerationTimeout
 from sweeps import cli, tracking
+from sweeps.loader import load_spec
 from sweeps.search_space import fail_orphan_trials
-from sweeps.spec import load_spec
 from trainables.schema import ConfigError, RunFailure
 
 

@@ -8,9 +8,9 @@ import ray
 import yaml
 
 from sweeps import tracking
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.runner import _loggable_spec
 from sweeps.search_space import build_searcher, check_study_storage, tune_param_space
-from sweeps.spec import TINY_SPEC, load_spec
 from trainables.schema import ConfigError
 
 SMALL_GRID = "search_space={data.size: {choice: [15, 30]}, train.epochs: {int: [1, 2]}}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from ray import cloudpickle
 
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.search_space import build_searcher, tune_param_space
-from sweeps.spec import TINY_SPEC, load_spec
 
 
 @pytest.mark.parametrize("sampler", ["auto", "gp", "random", "nsga2", "tpe", "grid"])

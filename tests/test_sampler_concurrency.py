@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.search_space import build_searcher, tune_param_space
-from sweeps.spec import TINY_SPEC, load_spec
 
 CONTINUOUS = "search_space={train.learning_rate: {loguniform: [1.0e-3, 6.0e-3]}, reasoning_mix: {uniform: [0.1, 0.4]}}"
 DISCRETE = "search_space={data.size: {choice: [15, 60]}, train.epochs: {int: [2, 3]}}"

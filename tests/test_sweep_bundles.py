@@ -8,11 +8,12 @@ import pytest
 import ray
 
 from sweeps import tracking
-from sweeps.report import SweepLayout, trial_records
+from sweeps.loader import TINY_SPEC, load_spec
+from sweeps.points import apply_point
 from sweeps.preflight import check_data
+from sweeps.report import SweepLayout, trial_records
 from sweeps.runner import _loggable_spec
-from sweeps.search_space import apply_point, grid_values, tune_param_space
-from sweeps.spec import TINY_SPEC, load_spec
+from sweeps.search_space import grid_values, tune_param_space
 from sweeps.trial import bundle_params
 from trainables.schema import ConfigError
 

@@ -10,9 +10,10 @@ from sweeps import tracking
 from sweeps.cli import main
 from sweeps.report import (EXPERIMENT_KIND_TAG, NOTE_TAG, SweepLayout, cheapest_feasible, describe_sweep,
                            pareto_front, tag_experiment, trial_records)
+from sweeps.loader import TINY_SPEC, load_spec
+from sweeps.objectives import Constraint
 from sweeps.runner import _loggable_spec
 from sweeps.search_space import build_searcher, tune_param_space
-from sweeps.spec import TINY_SPEC, Constraint, load_spec
 from trainables.schema import ConfigError
 
 CONSTRAINTS = 'constraints=["harmful_score <= 10", "reasoning_accuracy >= 50"]'

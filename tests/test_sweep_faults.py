@@ -22,10 +22,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from sweeps import tracking
-from sweeps.spec import load_spec
-from sweeps.trial import ATTEMPTS_TAG, CHECKPOINT_TAG, RESUMED_TAG, trial_config
 from sweep_helpers import random_model_spec, store_overrides
+from sweeps import tracking
+from sweeps.loader import load_spec
+from sweeps.trial import ATTEMPTS_TAG, CHECKPOINT_TAG, RESUMED_TAG, trial_config
 from trainables import local_mode
 from trainables.align import prepare_run
 from trainables.sft import resume_state_file, train_in_process

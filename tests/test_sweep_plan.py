@@ -11,8 +11,8 @@ import ray
 
 import sweeps
 from sweeps.cli import main
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.resources import parameters_from_name
-from sweeps.spec import TINY_SPEC, load_spec
 
 SWEEP_DIR = Path(sweeps.__file__).parent
 SWEEP_FILES = sorted(SWEEP_DIR.glob("*.yaml"))

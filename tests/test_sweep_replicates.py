@@ -6,13 +6,13 @@ import pytest
 import yaml
 
 from evaluators.stats import t_interval
+from sweep_helpers import random_model_spec, store_overrides
 from sweeps import tracking
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.plan import render_plan
 from sweeps.replicates import combine_readings
 from sweeps.runner import run_sweep
-from sweeps.spec import TINY_SPEC, load_spec
 from sweeps.trial import replicate_configs, trial_config
-from sweep_helpers import random_model_spec, store_overrides
 
 
 def test_readings_combine_into_means_intervals_and_per_seed_values():

@@ -10,8 +10,8 @@ from sweeps import tracking
 from sweeps.cli import main
 from sweeps.report import (FRONT_CSV, PLOT_HTML, PLOT_PNG, SweepLayout, describe_target, front_table, in_target,
                            record_front, trial_records)
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.runner import _loggable_spec
-from sweeps.spec import TINY_SPEC, load_spec
 
 # (trial id, harmful score, reasoning accuracy, data size); None marks a failed trial.
 TRIALS = [

@@ -20,11 +20,11 @@ import yaml
 
 from sweep_helpers import random_model_spec, store_overrides
 from sweeps import tracking
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.pareto import hypervolume, pareto_front
 from sweeps.provenance import CHANGES_TAG, PROVENANCE_FILE
 from sweeps.report import FRONT_CSV, PLOT_HTML, PLOT_PNG
 from sweeps.runner import run_sweep
-from sweeps.spec import TINY_SPEC, load_spec
 from trainables.schema import ConfigError
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,12 @@ import yaml
 
 from sweeps import tracking
 from sweeps.cli import main
+from sweeps.loader import TINY_SPEC, load_spec
+from sweeps.params import ParamSpec
+from sweeps.points import apply_point
 from sweeps.report import SweepLayout
 from sweeps.runner import _loggable_spec
-from sweeps.search_space import apply_point, build_sampler, grid_values, tune_param_space
-from sweeps.spec import TINY_SPEC, ParamSpec, load_spec
+from sweeps.search_space import build_sampler, grid_values, tune_param_space
 from trainables.schema import ConfigError, read_yaml
 
 

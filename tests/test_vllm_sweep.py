@@ -12,9 +12,9 @@ from sweep_helpers import store_overrides
 from vllm_support import CPU_ENGINE, requires_vllm
 
 from sweeps import tracking
+from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.report import FRONT_CSV, PLOT_PNG
 from sweeps.runner import run_sweep
-from sweeps.spec import TINY_SPEC, load_spec
 
 pytestmark = [requires_vllm, pytest.mark.slow, pytest.mark.timeout(2400)]
 

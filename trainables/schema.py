@@ -7,6 +7,7 @@ or an impossible value fails before Ray starts, with the dotted path of the fiel
 from __future__ import annotations
 
 import copy
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,6 +88,33 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+class NotASection(ConfigError):
+    """A dotted path runs through a key that holds no section; `where` is the dotted path up to that key."""
+
+    def __init__(self, where: str):
+        super().__init__(f"{where} is not a section")
+        self.where = where
+
+
+def set_path(data: dict[str, Any], path: str, value: Any, *, create_sections: bool = False) -> dict[str, Any]:
+    """Return a copy of config data with the dotted `path` set to `value`.
+
+    A section on the way that is absent (or null) is created with `create_sections`; otherwise, as for any
+    key that holds no mapping, NotASection names it.
+    """
+    data = copy.deepcopy(data)
+    node = data
+    *parents, leaf = path.split(".")
+    for depth, part in enumerate(parents):
+        if node.get(part) is None and create_sections:
+            node[part] = {}
+        if not isinstance(node.get(part), dict):
+            raise NotASection(".".join(parents[: depth + 1]))
+        node = node[part]
+    node[leaf] = value
+    return data
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of `data` with each `dotted.key=value` applied; values are parsed as YAML."""
     data = copy.deepcopy(data)
@@ -95,16 +123,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. train.learning_rate=1e-4")
         value = yaml.safe_load(raw) if raw else None
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
-            node = child
-        node[parts[-1]] = value
+        try:
+            data = set_path(data, key, value, create_sections=True)
+        except NotASection as err:
+            raise ConfigError(f"override {item!r}: {err.where.rsplit('.', 1)[-1]} is not a section") from None
     return data
 
 
@@ -115,13 +137,14 @@ def load(model: type[M], path: str | Path | None, overrides: list[str] = (), bas
     return build(model, data, source=str(path) if path else "(defaults)", overrides=list(overrides))
 
 
-def _nested_model(annotation) -> type[BaseModel] | None:
-    """Return the config model inside `annotation` (`Model` or `Model | None`), else None."""
-    candidates = [annotation, *typing.get_args(annotation)]
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
+def section_model(annotation: Any, *, inside_containers: bool = False) -> type[BaseModel] | None:
+    """Return the config model a field's annotation holds (`Model`, or `Model | None`), or None when it holds
+    none, or more than one. With `inside_containers`, a model held in a list or dict (`list[Model]`,
+    `dict[str, Model]`) counts too: the reference documents its fields, but a dotted path cannot enter it."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    candidates = (annotation, *typing.get_args(annotation)) if union or inside_containers else (annotation,)
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
 def field_help(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
@@ -129,7 +152,7 @@ def field_help(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str,
     rows = []
     for name, info in model.model_fields.items():
         key = f"{prefix}{name}"
-        nested = _nested_model(info.annotation)
+        nested = section_model(info.annotation, inside_containers=True)
         if nested is not None:
             rows.extend(field_help(nested, key + "."))
             continue
