@@ -11,8 +11,6 @@ else from the Hugging Face Hub when it is reachable. The `tiny-*` benchmarks are
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import random
 import sys
@@ -21,7 +19,9 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from evaluators.grading import CHOICE_LETTERS, grade_choice, grade_integer, grade_math
+from trainables.locations import hub_offline
 from trainables.schema import ConfigError
+from trainables.tables import read_rows, where_in
 from trainables.tiny import tasks
 
 DATA_DIR_ENV = "SAFETYTAX_DATA_DIR"
@@ -57,72 +57,6 @@ class Benchmark:
     source: str = ""  # where the items come from: a file path, hf://REPO, or the generator of a tiny benchmark
 
 
-class Rows(list):
-    """Records read from a file, each remembering where it sits there (`where(i)`: "line 7", "record 3")."""
-
-    def __init__(self, rows: list[dict], lines: list[int] | None = None):
-        super().__init__(rows)
-        self.lines = lines
-
-    def where(self, index: int) -> str:
-        if self.lines is not None:
-            return f"line {self.lines[index]}"
-        return f"record {index + 1}"
-
-
-def _read_jsonl(path: Path) -> Rows:
-    rows, lines = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"data file {path}, line {number}: not valid JSON ({err.msg} at column "
-                              f"{err.colno}); fix or remove that line") from None
-        if not isinstance(rows[-1], dict):
-            raise ConfigError(f"data file {path}, line {number}: a record must be a JSON object, got "
-                              f"{type(rows[-1]).__name__}")
-        lines.append(number)
-    return Rows(rows, lines)
-
-
-def _read_csv(path: Path) -> Rows:
-    rows, lines = [], []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            rows.append(row)
-            lines.append(reader.line_num)  # the line the record ends on (a quoted cell may span lines)
-    return Rows(rows, lines)
-
-
-def read_rows(path: Path) -> Rows:
-    """Return the records of a .jsonl, .json, .csv or .parquet file, or raise ConfigError naming it (and the line)."""
-    if not path.is_file():
-        raise ConfigError(f"data file {path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            return _read_jsonl(path)
-        if suffix == ".json":
-            data = json.loads(path.read_text())
-            return Rows(data if isinstance(data, list) else [data])
-        if suffix == ".csv":
-            return _read_csv(path)
-        if suffix == ".parquet":
-            import pandas
-
-            return Rows(pandas.read_parquet(path).to_dict("records"))
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as err:
-        raise ConfigError(f"data file {path} cannot be read: {err}") from None
-    raise ConfigError(f"data file {path}: unsupported type {suffix!r}; use .jsonl, .json, .csv or .parquet")
-
-
-def _where(rows: list[dict], index: int) -> str:
-    return rows.where(index) if isinstance(rows, Rows) else f"record {index + 1}"
-
-
 def require_columns(rows: list[dict], columns: list[str], source: str) -> None:
     """Raise ConfigError naming the missing columns of `source`, the record lacking them, and the columns it has."""
     if not rows:
@@ -131,7 +65,7 @@ def require_columns(rows: list[dict], columns: list[str], source: str) -> None:
         missing = [c for c in columns if c not in row]
         if missing:
             raise ConfigError(
-                f"{source}: {_where(rows, index)} lacks column(s) {', '.join(missing)}; "
+                f"{source}: {where_in(rows, index)} lacks column(s) {', '.join(missing)}; "
                 f"columns found: {', '.join(map(str, row))}"
             )
 
@@ -140,14 +74,9 @@ def prompt_text(rows: list[dict], index: int, column: str, source: str) -> str:
     """Return the text of one record's prompt cell; an empty or missing cell is a ConfigError naming the record."""
     value = rows[index].get(column)
     if value is None or (isinstance(value, float) and value != value) or not str(value).strip():
-        raise ConfigError(f"{source}: {_where(rows, index)} has an empty {column!r} cell; a prompt cannot be empty "
+        raise ConfigError(f"{source}: {where_in(rows, index)} has an empty {column!r} cell; a prompt cannot be empty "
                           "(fill it or drop the record)")
     return str(value)
-
-
-def _hub_offline() -> bool:
-    flags = (os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return any(flag in ("1", "true", "yes", "on") for flag in flags)
 
 
 def _hub_rows(repo: str, config: str | None, split: str) -> list[dict]:
@@ -176,7 +105,7 @@ def rows_source(name: str, filenames: list[str], data_dir: str | None,
                 return (lambda: read_rows(path)), str(path)
         raise ConfigError(f"benchmark {name}: {Path(directory) / filenames[0]} does not exist; put "
                           f"{' or '.join(filenames)} in {directory}, or fix data_dir (or {DATA_DIR_ENV})")
-    if hub is not None and not _hub_offline():
+    if hub is not None and not hub_offline(datasets=True):
         print(f"benchmark {name}: no data_dir given ({DATA_DIR_ENV} is unset), so it is loaded from the Hub "
               f"(hf://{hub[0]}); pass data_dir to use local files", file=sys.stderr)
         return (lambda: _hub_rows(*hub)), f"hf://{hub[0]}"

@@ -13,20 +13,21 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field
 
-from trainables.formats import DIRECT_REFUSAL_THINKING, Example
+from trainables.formats import DIRECT_REFUSAL_THINKING, FORMATS, Example
 from trainables.locations import data_kind, resolve_data
 from trainables.schema import ConfigError, Strict
+from trainables.tables import read_rows
 
-# The `datasets` packaged builder that reads each local file type.
-LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+# The local file types data may come in, and what each is read as (`trainables.tables`).
+LOCAL_KINDS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 # s1K releases name their columns differently; the first column present of each kind is used.
 S1K_PROMPT_COLUMNS = ("question", "problem")
 S1K_THINKING_COLUMNS = ("deepseek_thinking_trajectory", "thinking_trajectories", "thinking")
 S1K_ANSWER_COLUMNS = ("deepseek_attempt", "attempt", "solution")
 
-# (opening marker, closing marker) of the reasoning styles a reply may carry: R1 and s1.
-REPLY_MARKERS = (("<think>", "</think>"), ("<|im_start|>think", "<|im_start|>answer"))
+# (opening marker, closing marker) of the reasoning styles a reply in training data may carry, R1's first.
+REPLY_MARKERS = tuple(FORMATS[name].markers for name in ("r1", "s1"))
 
 
 class DataSource(Strict):
@@ -115,34 +116,53 @@ def mix_reasoning(safety: list[Example], reasoning: list[Example], fraction: flo
     return mixed
 
 
-def _open(path: str, split: str):
-    """Return (the dataset at `path`, a phrase naming it for messages); raise ConfigError if it cannot be read."""
-    import datasets  # slow import: only when data is actually loaded
+class Table:
+    """The records of one dataset as columns and rows; a Hub dataset's, or a local file's (`trainables.tables`)."""
 
+    def __init__(self, rows: list[dict], columns: list[str]):
+        # A record lacking a column holds None there, as a Hub dataset's does.
+        self.column_names = columns
+        self.rows = [{column: row.get(column) for column in columns} for row in rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, column: str) -> list:
+        return [row[column] for row in self.rows]
+
+    def select(self, indices: list[int]) -> list[dict]:
+        return [self.rows[i] for i in indices]
+
+
+def _open(path: str, split: str) -> tuple[Table, str]:
+    """Return (the records at `path`, a phrase naming them for messages); raise ConfigError if they cannot be read."""
     file = Path(path).expanduser()
     if data_kind(path) == "hub":
+        import datasets  # slow import: only for a Hub dataset
+
         try:
-            return datasets.load_dataset(path, split=split), f"Hub dataset {path} (split {split})"
+            dataset = datasets.load_dataset(path, split=split)
         except (OSError, ValueError) as err:  # offline, unknown id, unknown split, missing config
             raise ConfigError(f"data.path: cannot load Hub dataset {path!r} split {split!r}: {err}. Without "
                               f"Hub access, point data.path at a local .json/.jsonl/.csv/.parquet file") from None
+        return Table([dict(row) for row in dataset], list(dataset.column_names)), f"Hub dataset {path} (split {split})"
     where = f"file {file}"
     if not file.exists():
         raise ConfigError(f"data.path: file {file} does not exist")
     if file.is_dir():
         raise ConfigError(f"data.path: {file} is a folder; give one .json, .jsonl, .csv or .parquet file")
-    builder = LOCAL_BUILDERS.get(file.suffix.lower())
-    if builder is None:
+    kind = LOCAL_KINDS.get(file.suffix.lower())
+    if kind is None:
         raise ConfigError(f"data.path: {file} has the unsupported extension {file.suffix!r}; "
-                          f"supported: {', '.join(LOCAL_BUILDERS)}")
+                          f"supported: {', '.join(LOCAL_KINDS)}")
     if file.stat().st_size == 0:
         raise ConfigError(f"data.path: {file} is empty")
     try:
-        dataset = datasets.load_dataset(builder, data_files=str(file), split="train")
-    except Exception as err:  # the builders raise many types; any failure here means the file is unreadable
-        cause = err.__cause__ or err
-        raise ConfigError(f"data.path: cannot read {file} as {builder}: {cause}") from None
-    return dataset, where
+        rows = read_rows(file)
+    except ConfigError as err:
+        raise ConfigError(f"data.path: cannot read {file} as {kind}: {err}") from None
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    return Table(rows, columns), where
 
 
 def _require(columns: list[str], needed: list[str], where: str, fix: str = "") -> None:

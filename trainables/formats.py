@@ -34,6 +34,11 @@ class ReasoningFormat:
     def think_prefill(self) -> str:
         return self.think_open
 
+    @property
+    def markers(self) -> tuple[str, str]:
+        """Return (opening, closing) marker of the thinking part, without the whitespace around them."""
+        return self.think_open.strip(), self.think_close.strip()
+
     def render_response(self, thinking: str, answer: str) -> str:
         """Return the assistant turn's text for a thinking part and an answer part."""
         return f"{self.think_open}{thinking}{self.think_close}{answer}"

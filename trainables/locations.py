@@ -14,6 +14,7 @@ inputs name with `trainables.tiny.lrm.ensure_tiny_paths`, once, before Ray start
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -112,6 +113,13 @@ def _tiny_file(path: str) -> Path:
     return directory / name
 
 
+def hub_offline(*, datasets: bool = False) -> bool:
+    """Return True when the Hugging Face Hub must not be contacted: HF_HUB_OFFLINE is set (and, for datasets,
+    HF_DATASETS_OFFLINE too), read at the call, as the Hub's own libraries read it at their import."""
+    names = ("HF_HUB_OFFLINE", *(("HF_DATASETS_OFFLINE",) if datasets else ()))
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in names)
+
+
 def resolve_model(model: str, *, bucket_ok: bool = False) -> str:
     """Return the model source to load: a local folder (absolute), a Hub id, or, with `bucket_ok`, a bucket URI.
 
@@ -131,9 +139,9 @@ def resolve_model(model: str, *, bucket_ok: bool = False) -> str:
         except ValueError as err:
             raise ConfigError(f"model {model}: {err}; give a model folder or a Hugging Face hub id (org/name)") from None
         return str(Path(model).expanduser().resolve())
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
+    if hub_offline() and not isinstance(try_to_load_from_cache(model, "config.json"), str):
         raise ConfigError(f"model {model} is not a local folder, and HF_HUB_OFFLINE is set so it cannot be "
                           "downloaded; download it first or give a local path")
     return model
