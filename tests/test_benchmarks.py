@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from evaluators.benchmarks import DATA_DIR_ENV, get_benchmark, known_benchmarks
+from evaluators.benchmark_data import DATA_DIR_ENV
+from evaluators.benchmarks import get_benchmark, known_benchmarks
 from trainables.schema import ConfigError
 from trainables.tiny import tasks
 
