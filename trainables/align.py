@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 import time
 import uuid
@@ -27,6 +26,7 @@ from trainables.data import training_examples
 from trainables.locations import resolve_model
 from trainables.schema import ConfigError
 from trainables.sft import Features, load_tokenizer, read_training_log, steps_per_epoch, tokenize_examples
+from trainables.train_session import session_class
 
 
 # Ray Train's controller takes one report per worker each time it polls them (trainables.ray_backend
@@ -99,15 +99,13 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
     run = prepare_run(cfg)
     prepared = time.time()
     import pyarrow.fs
-    import ray
     from ray.train import LoggingConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from trainables import ray_backend
 
-    local = cfg.scaling.local_mode
-    if not local and not ray.is_initialized():
-        ray.init()
+    mode = session_class(cfg)
+    mode.ensure_ray()
     run_name = run_name or unique_run_name(cfg.name)
     storage_path = cfg.storage_path or str(cfg.output_dir)
     if "://" not in storage_path:
@@ -119,10 +117,7 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
                "report_interval_s": max(poll_interval_s, MIN_REPORT_INTERVAL_S), "until_epoch": until_epoch}
         trainer = TorchTrainer(
             _train_worker,
-            # Workers get the job through the object store: Ray Train's controller unpickles train_loop_config
-            # (it keeps it in its run context), and unpickling the config and data imports this module's torch.
-            # Local mode has no controller and may run without Ray: the loop gets the job as it is.
-            train_loop_config={"job": job if local else ray.put(job)},
+            train_loop_config={"job": mode.pass_job(job)},
             torch_config=ray_backend.backend_config(cfg.scaling.world_size),
             scaling_config=_scaling_config(cfg),
             # Ray Train logs every report at INFO; the workers print their own progress instead.
@@ -131,9 +126,7 @@ def run_alignment(cfg: AlignConfig, *, progress: bool = True, run_name: str | No
         fit_start = time.time()
         result = trainer.fit()
         fit_end = time.time()
-    # A local-mode loop hands its last report back as its return value (trainables.local_mode).
-    metrics, checkpoint = ((result.return_value["metrics"], result.return_value["checkpoint"]) if local
-                           else (result.metrics or {}, result.checkpoint))
+    metrics, checkpoint = mode.read_result(result)
     checkpoint_uri = None
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         checkpoint_dir = Path(checkpoint.path)
@@ -209,83 +202,52 @@ def phase_seconds(final_metrics: dict, epoch_metrics: list[dict], *, fit_start: 
     return phases
 
 
-def _cpu_threads(cfg: AlignConfig) -> int:
-    """Return how many torch threads this worker may use: the CPUs reserved for it, at least one.
-
-    A worker reads what Ray reserved for it. In local mode the loop runs in the caller's process, which
-    reserved resources_per_worker when it is a sweep's trial; that figure (default 1) stands either way.
-    """
-    if cfg.scaling.local_mode:
-        reserved = (cfg.scaling.resources_per_worker or {}).get("CPU", 1)
-    else:
-        import ray
-
-        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    return max(1, min(os.cpu_count() or 1, int(reserved)))
-
-
 def _train_worker(config: dict) -> dict | None:
-    """Ray Train's per-worker loop: load, wrap for data parallelism, train, report and save.
+    """Ray Train's per-worker loop: set up, train, report and save, as its session (`train_session`) says.
 
     In local mode it returns its last report and checkpoint instead (trainables.local_mode).
     """
     started_at = time.time()
-    import ray.train
+    import ray
     import torch
-    from ray.train import Checkpoint
-    from ray.train.torch import get_device, prepare_model
 
-    from trainables import fsdp, local_mode, sft
-
-    # Workers log every report at INFO whatever RunConfig's LoggingConfig says; our progress lines replace them.
+    from trainables import fsdp, sft
     from trainables.private_apis import train_report_logger_names
 
+    # Workers log every report at INFO whatever RunConfig's LoggingConfig says; our progress lines replace them.
     for name in train_report_logger_names():
         logging.getLogger(name).setLevel(logging.WARNING)
     config = config["job"] if isinstance(config["job"], dict) else ray.get(config["job"])
     cfg: AlignConfig = config["cfg"]
     run: PreparedRun = config["run"]
-    # Local mode (see trainables.local_mode) runs here, in the caller's process: one rank, reports kept here.
-    local_run = local_mode.LocalRun(config["storage_path"], config["run_name"]) if cfg.scaling.local_mode else None
-    local = local_run is not None
-    if local:
-        rank, world_size = 0, 1
-    else:
-        context = ray.train.get_context()
-        rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(_cpu_threads(cfg))
-    device = torch.device("cpu") if local else get_device()
-    tokenizer = sft.load_tokenizer(run.model_path, cfg.trust_remote_code)
 
+    # Setup: the session, the model with its resumed weights, wrapped for data parallelism.
+    session = session_class(cfg)(cfg, config["storage_path"], config["run_name"])
+    rank, world_size = session.rank, session.world_size
+    torch.set_num_threads(session.cpu_threads(cfg))
+    device = session.device()
+    tokenizer = sft.load_tokenizer(run.model_path, cfg.trust_remote_code)
     sharded = cfg.train.fsdp and world_size > 1
     if sharded:
         model = sft.prepare_for_training(fsdp.load_for_fsdp(run.model_path, rank=rank, dtype=sft.compute_dtype(device),
                                                              trust_remote_code=cfg.trust_remote_code), cfg)
     else:
         model = sft.load_model(run.model_path, cfg, device)
-    checkpoint = local_run.latest_checkpoint() if local else ray.train.get_checkpoint()
     # Before wrapping: DDP and FSDP start from rank 0's weights.
     # A stage of a run paused on purpose (until_epoch) resumes quietly; any other resume is announced.
-    resume = _restore(model, checkpoint, cfg, rank, world_size, announce=config.get("until_epoch") is None)
+    resume = _restore(model, session.latest_checkpoint(), cfg, rank, world_size,
+                      announce=config.get("until_epoch") is None)
     if sharded:
         layers = fsdp.decoder_layer_classes(model)
-        model = prepare_model(model, move_to_device=False, parallel_strategy="fsdp",
-                              parallel_strategy_kwargs=fsdp.fsdp_kwargs(model, device, weights_on_rank0_only=True))
+        model = session.prepare(model, move_to_device=False, parallel_strategy="fsdp",
+                                parallel_strategy_kwargs=fsdp.fsdp_kwargs(model, device, weights_on_rank0_only=True))
         if cfg.train.gradient_checkpointing:
             fsdp.apply_activation_checkpointing(model, layers)
-    elif not local:  # local mode has one process and no device to move to: nothing to prepare
-        model = prepare_model(model)
+    else:
+        model = session.prepare(model)
     timing = {"timing/worker_started_at": started_at, "timing/model_load_s": time.time() - started_at}
-
     # Returned with the result: where the trial trained (none when local mode runs without Ray).
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-
-    def on_step(steps: list[dict]) -> None:
-        ray.train.report({**steps[-1], "step_losses": [s["loss"] for s in steps]})
-
-    def on_epoch_end(log: sft.TrainLog, is_last: bool, steps: list[dict]) -> None:
-        # The epoch's report also carries the loss of the steps since the last step report.
-        ray.train.report({**log.epoch_metrics[-1], "step_losses": [s["loss"] for s in steps]})
 
     def on_checkpoint(log: sft.TrainLog, metrics: dict, steps: list[dict], state: sft.ResumeState, name: str):
         with tempfile.TemporaryDirectory() as directory:
@@ -295,18 +257,14 @@ def _train_worker(config: dict) -> dict | None:
             if name == "final":  # the driver turns these into the run's phase times
                 metrics.update(timing, **{"timing/checkpoint_save_s": time.time() - save_start,
                                           "timing/report_started_at": time.time()})
-            if local:
-                local_run.report(metrics, directory, name)
-            else:  # every worker uploads its own resume state; Ray Train merges them into one checkpoint folder
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory), checkpoint_dir_name=name)
+            session.save(metrics, directory, name)
 
-    # Step and epoch reports feed Ray Train's view of a worker group's run; local mode has no such view.
+    # Train, checkpointing as the run goes.
     sft.run_training(model, run.features, cfg, device=device, pad_id=run.pad_id, rank=rank, world_size=world_size,
-                     progress=config["progress"], on_step=None if local else on_step,
-                     on_epoch_end=None if local else on_epoch_end, on_checkpoint=on_checkpoint,
-                     report_interval_s=config["report_interval_s"], resume=resume,
+                     progress=config["progress"], on_step=session.on_step, on_epoch_end=session.on_epoch_end,
+                     on_checkpoint=on_checkpoint, report_interval_s=config["report_interval_s"], resume=resume,
                      stop_after_epoch=config.get("until_epoch"))
-    return local_run.outcome() if local else None
+    return session.outcome()
 
 
 def _restore(model, checkpoint, cfg: AlignConfig, rank: int, world_size: int, announce: bool = True):
