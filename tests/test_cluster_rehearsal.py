@@ -348,7 +348,7 @@ def test_a_submitted_sweep_scales_workers_from_zero_survives_a_lost_node_and_giv
 
     from sweeps import tracking
     from sweeps.trial import RESUMED_TAG
-    from trainables.sft import resume_state_file
+    from trainables.checkpoints import resume_state_file
 
     dashboard = rehearsal["dashboard"]
     # A cluster with no workers, and the autoscaler starts none while nothing asks: it has updated twice.

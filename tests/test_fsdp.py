@@ -65,7 +65,7 @@ def _fsdp_worker(rank: int, world_size: int, port: int, model_dir: str, out_dir:
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    from trainables import sft
+    from trainables import checkpoints, sft
     from trainables.config import AlignConfig
     from trainables.tiny import tasks
 
@@ -85,7 +85,7 @@ def _fsdp_worker(rank: int, world_size: int, port: int, model_dir: str, out_dir:
     fsdp.apply_activation_checkpointing(model, layers)
     log = sft.run_training(model, features, cfg, device=torch.device("cpu"), pad_id=tokenizer.pad_token_id,
                            rank=rank, world_size=world_size, progress=False)
-    sft.save_checkpoint(model, tokenizer, os.path.join(out_dir, "checkpoint"), cfg, log, rank)
+    checkpoints.save_checkpoint(model, tokenizer, os.path.join(out_dir, "checkpoint"), cfg, log, rank)
     model.eval()
     probe = torch.tensor([features[0]["input_ids"]])
     with torch.no_grad():

@@ -28,7 +28,8 @@ from sweeps.loader import load_spec
 from sweeps.trial import ATTEMPTS_TAG, CHECKPOINT_TAG, RESUMED_TAG, trial_config
 from trainables import local_mode
 from trainables.align import prepare_run
-from trainables.sft import resume_state_file, train_in_process
+from trainables.checkpoints import resume_state_file
+from trainables.sft import train_in_process
 
 pytestmark = pytest.mark.slow
 TOTAL_STEPS = 24

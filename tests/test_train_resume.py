@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.test_train_sft import refusal_features, tiny_config
-from trainables.sft import load_model, read_resume_state, restore_weights, run_training, save_checkpoint
+from trainables.checkpoints import read_resume_state, restore_weights, save_checkpoint
+from trainables.sft import load_model, run_training
 
 
 def trained_weights(model) -> dict[str, torch.Tensor]:

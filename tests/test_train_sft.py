@@ -8,11 +8,11 @@ import torch
 from trainables.config import AlignConfig
 from trainables.formats import IGNORE_INDEX, Example
 from trainables.schema import ConfigError
+from trainables.checkpoints import read_training_log
 from trainables.sft import (
     build_optimizer,
     collate,
     load_model,
-    read_training_log,
     run_training,
     steps_per_epoch,
     tokenize_examples,

@@ -25,7 +25,8 @@ from trainables.config import AlignConfig
 from trainables.data import training_examples
 from trainables.locations import resolve_model
 from trainables.schema import ConfigError
-from trainables.sft import Features, load_tokenizer, read_training_log, steps_per_epoch, tokenize_examples
+from trainables.checkpoints import read_training_log
+from trainables.sft import Features, load_tokenizer, steps_per_epoch, tokenize_examples
 from trainables.train_session import session_class
 
 
@@ -211,7 +212,7 @@ def _train_worker(config: dict) -> dict | None:
     import ray
     import torch
 
-    from trainables import fsdp, sft
+    from trainables import checkpoints, fsdp, sft
     from trainables.private_apis import train_report_logger_names
 
     # Workers log every report at INFO whatever RunConfig's LoggingConfig says; our progress lines replace them.
@@ -249,10 +250,11 @@ def _train_worker(config: dict) -> dict | None:
     # Returned with the result: where the trial trained (none when local mode runs without Ray).
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
-    def on_checkpoint(log: sft.TrainLog, metrics: dict, steps: list[dict], state: sft.ResumeState, name: str):
+    def on_checkpoint(log: checkpoints.TrainLog, metrics: dict, steps: list[dict], state: checkpoints.ResumeState,
+                      name: str):
         with tempfile.TemporaryDirectory() as directory:
             save_start = time.time()
-            sft.save_checkpoint(model, tokenizer, directory, cfg, log, rank, resume=state)  # collective under FSDP
+            checkpoints.save_checkpoint(model, tokenizer, directory, cfg, log, rank, resume=state)  # collective under FSDP
             metrics = {**metrics, "step_losses": [s["loss"] for s in steps], NODE_ID_KEY: node_id}
             if name == "final":  # the driver turns these into the run's phase times
                 metrics.update(timing, **{"timing/checkpoint_save_s": time.time() - save_start,
@@ -274,19 +276,19 @@ def _restore(model, checkpoint, cfg: AlignConfig, rank: int, world_size: int, an
     """
     import sys
 
-    from trainables import sft
+    from trainables import checkpoints
 
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        state = sft.read_resume_state(directory, rank)
+        state = checkpoints.read_resume_state(directory, rank)
         if state is None:  # a checkpoint from before resume states existed: nothing to continue from
             return None
         if state.log.world_size != world_size:
             raise RuntimeError(f"the last checkpoint was written by {state.log.world_size} workers, this run has "
                                f"{world_size}; resume with scaling.num_workers={state.log.world_size}")
         if not (cfg.train.fsdp and world_size > 1 and rank != 0):
-            sft.restore_weights(model, directory, cfg)
+            checkpoints.restore_weights(model, directory, cfg)
     if rank == 0 and announce:
         # Always printed, quiet or not: the run's log shows where a retry picked up.
         sys.stdout.write(f"resuming from checkpoint {Path(checkpoint.path).name} at step {state.step}/"

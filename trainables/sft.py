@@ -7,11 +7,10 @@ parallelism and reports to Ray) and in `train_in_process` (benchmarks, GPU check
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -22,95 +21,13 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from trainables.checkpoints import ResumeState, TrainLog, rng_state, save_checkpoint, set_rng_state
 from trainables.config import AlignConfig
 from trainables.dtypes import resolve_dtype
 from trainables.formats import IGNORE_INDEX, Example, get_format, tokenize_example
 from trainables.schema import ConfigError
 
-TRAINING_LOG = "training_log.json"  # written into every checkpoint, so a checkpoint says how it was made
 Features = list[dict[str, list[int]]]
-
-
-@dataclass
-class TrainLog:
-    """What one training run did: the loss of every optimiser step and a summary of every epoch."""
-
-    num_examples: int
-    world_size: int
-    total_steps: int
-    step_losses: list[float] = field(default_factory=list)
-    epoch_metrics: list[dict] = field(default_factory=list)
-    resumed_at_steps: list[int] = field(default_factory=list)  # where each restart picked up from a checkpoint
-
-    def write(self, directory: Path) -> None:
-        (Path(directory) / TRAINING_LOG).write_text(json.dumps(asdict(self), indent=1))
-
-
-def read_training_log(directory: str | Path) -> TrainLog:
-    """Return the TrainLog saved in a checkpoint directory."""
-    return TrainLog(**json.loads((Path(directory) / TRAINING_LOG).read_text()))
-
-
-@dataclass
-class ResumeState:
-    """Where the loop stood when a checkpoint was saved: enough for a restart to continue bit for bit.
-
-    Each worker saves its own (its RNG differs, and under FSDP so does its optimiser shard). The final
-    checkpoint saves no optimiser or scheduler: a restart there has nothing left to train.
-    """
-
-    step: int
-    log: TrainLog
-    epoch_losses: list[float]  # of the epoch in progress, so its mean covers all of its steps
-    epoch_tokens: float
-    rng: dict[str, torch.Tensor]
-    optimizer: dict | None = None
-    scheduler: dict | None = None
-
-
-def resume_state_file(rank: int) -> str:
-    """Return the file name of one worker's ResumeState inside a checkpoint."""
-    return f"resume_state_rank{rank}.pt"
-
-
-def read_resume_state(directory: str | Path, rank: int) -> ResumeState | None:
-    """Return the ResumeState that worker `rank` saved in a checkpoint directory, or None if it saved none."""
-    path = Path(directory) / resume_state_file(rank)
-    if not path.is_file():
-        return None
-    data = torch.load(path, map_location="cpu", weights_only=False)
-    return ResumeState(**{**data, "log": TrainLog(**data["log"])})
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def restore_weights(model: torch.nn.Module, directory: str | Path, cfg: AlignConfig) -> None:
-    """Load the trained weights of a checkpoint into `model` (before any DDP/FSDP wrapping)."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    if cfg.finetune == "lora":
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(directory / "adapter_model.safetensors"))
-        return
-    state = {}
-    for file in sorted(directory.glob("model*.safetensors")):
-        state.update(load_file(file))
-    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
-    if not state or unexpected:
-        raise RuntimeError(f"checkpoint {directory} does not hold this model's weights (unexpected: {unexpected[:3]})")
 
 
 def tokenize_examples(tokenizer, examples: list[Example], reasoning_format: str, max_seq_length: int) -> Features:
@@ -227,10 +144,6 @@ def _micro_batch_groups(loader, size: int):
         yield group
 
 
-def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def run_training(
     model: torch.nn.Module,
     features: Features,
@@ -262,174 +175,209 @@ def run_training(
     the schedule still spans every epoch of `cfg`, and a later call resumed from that checkpoint goes on
     exactly as if it had never paused. A run resumed at or past epoch K returns at once.
     """
-    train = cfg.train
-    if stop_after_epoch is not None and not train.save_every_epoch:
+    if stop_after_epoch is not None and not cfg.train.save_every_epoch:
         raise ValueError("stop_after_epoch needs train.save_every_epoch: the paused run continues from that checkpoint")
-    sampler = DistributedSampler(features, num_replicas=world_size, rank=rank, shuffle=True, seed=train.seed)
-    # Its own generator: by default each new iterator draws a seed from the global RNG, which would
-    # shift dropout masks after a resume mid-epoch.
-    # Pinned batches on a GPU, so their copies to the device are asynchronous (`non_blocking` below).
-    loader = DataLoader(features, batch_size=train.per_device_batch_size, sampler=sampler,
-                        collate_fn=partial(collate, pad_id=pad_id), generator=torch.Generator(),
-                        pin_memory=device.type == "cuda")
-    per_epoch = steps_per_epoch(len(features), world_size, cfg)
-    total_steps = min(train.epochs * per_epoch, train.max_steps or math.inf)
-    optimizer = build_optimizer(model, cfg)
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler(train.scheduler, optimizer,
-                              num_warmup_steps=round(train.warmup_ratio * total_steps), num_training_steps=total_steps)
-    autocast = (partial(torch.autocast, "cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext)
-    distributed = world_size > 1 and torch.distributed.is_initialized()
-    log = TrainLog(num_examples=len(features), world_size=world_size, total_steps=total_steps)
-    log_every = max(1, total_steps // 25)
-    if train.compile:
-        model.compile()  # in place: the module, its state dict and its checkpoints keep their names
-    torch.manual_seed(train.seed + rank)  # dropout masks differ across workers, as their data does
-    step, epoch_losses, epoch_tokens = 0, [], 0.0
-    if resume is not None:
-        if resume.step >= total_steps:
-            return resume.log  # the checkpoint is the end of training; nothing is left to do
-        optimizer.load_state_dict(resume.optimizer)
-        scheduler.load_state_dict(resume.scheduler)
-        _set_rng_state(resume.rng)
-        log, step, epoch_losses, epoch_tokens = resume.log, resume.step, resume.epoch_losses, resume.epoch_tokens
-        log.resumed_at_steps.append(step)
-    if stop_after_epoch is not None and step >= stop_after_epoch * per_epoch:
-        return log  # this stage was trained before (a retried trial): its checkpoint is the latest
-
-    def state(final: bool = False) -> ResumeState:
-        return ResumeState(step=step, log=log, epoch_losses=list(epoch_losses), epoch_tokens=epoch_tokens,
-                           rng=_rng_state(), optimizer=None if final else optimizer.state_dict(),
-                           scheduler=None if final else scheduler.state_dict())
-
-    model.train()
-    unreported, last_report = [], time.perf_counter()
-    save_every = train.save_every_steps
-    # On a GPU the loop reads each step's totals back one step late: the host then queues step s+1 (and
-    # copies its pinned batch) while the device still runs step s, instead of idling at a per-step sync.
-    # Steps that save a checkpoint or end an epoch are read at once. On a CPU every step is read at once.
-    deferred = defers_readback(device)
-    pending: list[_PendingStep] = []
-    settled_at = time.perf_counter()
-
-    def settle() -> None:
-        """Read back the pending step's totals (the loop's one host sync per step), then log and report it."""
-        nonlocal epoch_tokens, unreported, last_report, settled_at
-        taken = pending.pop()
-        loss_value, tokens, examples, report_due = taken.totals.tolist()
-        now = time.perf_counter()
-        seconds, settled_at = now - max(taken.started, settled_at), now
-        loss_value /= world_size
-        metrics = {"step": taken.step, "epoch": taken.epoch, "loss": loss_value, "learning_rate": taken.learning_rate,
-                   "tokens_per_s": tokens / seconds, "examples_per_s": examples / seconds}
-        log.step_losses.append(loss_value)
-        epoch_losses.append(loss_value)
-        epoch_tokens += tokens
-        if progress and rank == 0 and (taken.step % log_every == 0 or taken.step == total_steps):
-            # sys.stdout, not print: Ray Train patches print in workers and the line would show twice.
-            sys.stdout.write(f"step {taken.step}/{total_steps}  epoch {taken.epoch}  loss {loss_value:.4f}  "
-                             f"lr {taken.learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s\n")
-            sys.stdout.flush()
-        unreported.append(metrics)
-        if taken.checkpoint:
-            on_checkpoint(log, metrics, unreported, state(), f"step_{taken.step}")
-            unreported, last_report = [], time.perf_counter()
-        elif on_step and report_due:
-            on_step(unreported)
-            unreported, last_report = [], time.perf_counter()
-
-    for epoch in range(step // per_epoch, math.ceil(total_steps / per_epoch)):
-        sampler.set_epoch(epoch)
-        done_in_epoch = step - epoch * per_epoch  # optimiser steps of this epoch already taken before a resume
-        epoch_start = time.perf_counter()
-        if done_in_epoch == 0:
-            epoch_losses, epoch_tokens = [], 0.0
-        groups = islice(_micro_batch_groups(loader, train.gradient_accumulation_steps), done_in_epoch, None)
-        for index, group in enumerate(groups, start=done_in_epoch):
-            step_start = time.perf_counter()
-            # loss, input tokens (no padding), examples of this step on this worker, and whether rank 0
-            # wants to report; summed over workers below, so every worker reports at the same steps.
-            # Filled on the device (a tensor built from host values would be a synchronous copy).
-            report_due = rank == 0 and time.perf_counter() - last_report >= report_interval_s
-            totals = torch.zeros(4, device=device, dtype=torch.float64)
-            totals[3].fill_(float(report_due))
-            for micro, batch in enumerate(group):
-                batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-                # Gradients are all-reduced once per optimiser step, on the last micro-batch only.
-                is_last = micro == len(group) - 1
-                wrapped = isinstance(model, (DistributedDataParallel, FullyShardedDataParallel))
-                sync = model.no_sync() if wrapped and not is_last else contextlib.nullcontext()
-                with sync:
-                    with autocast():
-                        loss = model(**batch).loss / len(group)
-                    loss.backward()
-                examples_in_batch = torch.full((), len(batch["input_ids"]), device=device, dtype=torch.float64)
-                totals[:3] += torch.stack([loss.detach().double(), batch["attention_mask"].sum().double(),
-                                           examples_in_batch])
-            if train.max_grad_norm is not None:
-                if isinstance(model, FullyShardedDataParallel):  # the norm spans every shard
-                    model.clip_grad_norm_(train.max_grad_norm)
-                else:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
-            learning_rate = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if distributed:
-                torch.distributed.all_reduce(totals)
-            step += 1
-            epoch_ends = index + 1 == per_epoch or step == total_steps
-            checkpoint = bool(on_checkpoint and save_every and step % save_every == 0 and not epoch_ends)
-            if pending:  # the step before this one: finished on the device by now, or nearly
-                settle()
-            pending.append(_PendingStep(step, epoch + 1, learning_rate, step_start, totals, checkpoint))
-            if not deferred or checkpoint or epoch_ends:
-                settle()
-            if step == total_steps:
-                break
-        seconds = time.perf_counter() - epoch_start
-        log.epoch_metrics.append({"epoch": epoch + 1, "steps": len(epoch_losses),
-                                  "epoch_loss": sum(epoch_losses) / len(epoch_losses),
-                                  "tokens_per_s": epoch_tokens / seconds, "epoch_seconds": seconds})
-        is_last = step == total_steps
-        if on_checkpoint and (is_last or train.save_every_epoch or (save_every and step % save_every == 0)):
-            name = "final" if is_last else f"epoch_{epoch + 1}" if train.save_every_epoch else f"step_{step}"
-            on_checkpoint(log, log.epoch_metrics[-1], unreported, state(final=is_last), name)
-            unreported, last_report = [], time.perf_counter()
-        elif on_epoch_end:
-            on_epoch_end(log, is_last, unreported)
-            unreported, last_report = [], time.perf_counter()
+    recipe = _SFTRecipe(model, features, cfg, device=device, pad_id=pad_id, rank=rank, world_size=world_size,
+                        progress=progress, on_step=on_step, on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint,
+                        report_interval_s=report_interval_s)
+    recipe.setup(resume)
+    if recipe.finished_before(stop_after_epoch):
+        return recipe.log
+    for epoch in recipe.epochs_left():
+        recipe.train_epoch(epoch)
+        recipe.end_epoch(epoch)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break  # paused after its checkpoint; the next stage resumes from it
-    return log
+    return recipe.log
 
 
-def save_checkpoint(model: torch.nn.Module, tokenizer, directory: str | Path, cfg: AlignConfig, log: TrainLog,
-                    rank: int = 0, resume: ResumeState | None = None) -> None:
-    """Write an HF-format checkpoint on rank 0: a peft adapter for LoRA, weights plus tokenizer for full.
+class _SFTRecipe:
+    """One worker's SFT loop as named steps: `setup` (data, schedule, optimiser, resumed state), `train_epoch`
+    (optimiser steps, each read back and reported by `_settle`), and `end_epoch` (epoch metrics, then a checkpoint
+    or a report). `run_training` drives them; the order of every seeded draw is the loop's contract with resume."""
 
-    Call it on every rank: with FSDP the full state dict is gathered collectively first. Each rank
-    also writes its `resume` state, when given, so a restart can continue from this checkpoint.
-    """
-    if resume is not None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        torch.save({**asdict(resume), "log": asdict(resume.log)}, Path(directory) / resume_state_file(rank))
-    state_dict = None
-    if isinstance(model, FullyShardedDataParallel):
-        from trainables.fsdp import full_state_dict
+    def __init__(self, model: torch.nn.Module, features: Features, cfg: AlignConfig, *, device: torch.device,
+                 pad_id: int, rank: int, world_size: int, progress: bool, on_step, on_epoch_end, on_checkpoint,
+                 report_interval_s: float):
+        self.model, self.features, self.cfg, self.train = model, features, cfg, cfg.train
+        self.device, self.pad_id, self.rank, self.world_size = device, pad_id, rank, world_size
+        self.progress, self.report_interval_s = progress, report_interval_s
+        self.on_step, self.on_epoch_end, self.on_checkpoint = on_step, on_epoch_end, on_checkpoint
 
-        state_dict = full_state_dict(model)
-        model = model.module
-    if rank != 0:
-        return
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _unwrapped(model).save_pretrained(directory, state_dict=state_dict)
-    if cfg.finetune == "full":
-        tokenizer.save_pretrained(directory)
-    log.write(directory)
+    # --- setup -------------------------------------------------------------------------------------------------
+
+    def setup(self, resume: ResumeState | None) -> None:
+        """Build the data loader, schedule and optimiser, seed this worker, and take up `resume` when given."""
+        train, features, device = self.train, self.features, self.device
+        self.sampler = DistributedSampler(features, num_replicas=self.world_size, rank=self.rank, shuffle=True,
+                                          seed=train.seed)
+        # Its own generator: by default each new iterator draws a seed from the global RNG, which would
+        # shift dropout masks after a resume mid-epoch.
+        # Pinned batches on a GPU, so their copies to the device are asynchronous (`non_blocking` below).
+        self.loader = DataLoader(features, batch_size=train.per_device_batch_size, sampler=self.sampler,
+                                 collate_fn=partial(collate, pad_id=self.pad_id), generator=torch.Generator(),
+                                 pin_memory=device.type == "cuda")
+        self.per_epoch = steps_per_epoch(len(features), self.world_size, self.cfg)
+        self.total_steps = min(train.epochs * self.per_epoch, train.max_steps or math.inf)
+        self.optimizer = build_optimizer(self.model, self.cfg)
+        from transformers import get_scheduler
+
+        self.scheduler = get_scheduler(train.scheduler, self.optimizer,
+                                       num_warmup_steps=round(train.warmup_ratio * self.total_steps),
+                                       num_training_steps=self.total_steps)
+        self.autocast = (partial(torch.autocast, "cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                         else contextlib.nullcontext)
+        self.distributed = self.world_size > 1 and torch.distributed.is_initialized()
+        self.log = TrainLog(num_examples=len(features), world_size=self.world_size, total_steps=self.total_steps)
+        self.log_every = max(1, self.total_steps // 25)
+        if train.compile:
+            self.model.compile()  # in place: the module, its state dict and its checkpoints keep their names
+        torch.manual_seed(train.seed + self.rank)  # dropout masks differ across workers, as their data does
+        self.step, self.epoch_losses, self.epoch_tokens = 0, [], 0.0
+        self.resumed_at_end = resume is not None and resume.step >= self.total_steps
+        if resume is not None and not self.resumed_at_end:
+            self.optimizer.load_state_dict(resume.optimizer)
+            self.scheduler.load_state_dict(resume.scheduler)
+            set_rng_state(resume.rng)
+            self.log, self.step = resume.log, resume.step
+            self.epoch_losses, self.epoch_tokens = resume.epoch_losses, resume.epoch_tokens
+            self.log.resumed_at_steps.append(self.step)
+        elif self.resumed_at_end:
+            self.log = resume.log  # the checkpoint is the end of training; nothing is left to do
+        self.unreported, self.last_report = [], time.perf_counter()
+        # On a GPU the loop reads each step's totals back one step late: the host then queues step s+1 (and
+        # copies its pinned batch) while the device still runs step s, instead of idling at a per-step sync.
+        # Steps that save a checkpoint or end an epoch are read at once. On a CPU every step is read at once.
+        self.deferred = defers_readback(device)
+        self.pending: list[_PendingStep] = []
+        self.settled_at = time.perf_counter()
+
+    def finished_before(self, stop_after_epoch: int | None) -> bool:
+        """Return True when nothing is left to train: the resumed checkpoint ends the run, or ends this stage
+        (a retried stage that was trained before: its checkpoint is the latest)."""
+        return self.resumed_at_end or (stop_after_epoch is not None
+                                       and self.step >= stop_after_epoch * self.per_epoch)
+
+    def epochs_left(self) -> range:
+        self.model.train()
+        return range(self.step // self.per_epoch, math.ceil(self.total_steps / self.per_epoch))
+
+    def state(self, final: bool = False) -> ResumeState:
+        """Return what a restart needs to continue from this step exactly; a final state keeps no optimiser."""
+        return ResumeState(step=self.step, log=self.log, epoch_losses=list(self.epoch_losses),
+                           epoch_tokens=self.epoch_tokens, rng=rng_state(),
+                           optimizer=None if final else self.optimizer.state_dict(),
+                           scheduler=None if final else self.scheduler.state_dict())
+
+    # --- train ----------------------------------------------------------------------------------------------
+
+    def train_epoch(self, epoch: int) -> None:
+        """Take this epoch's optimiser steps (those not taken before a resume), until the epoch or the run ends."""
+        train = self.train
+        self.sampler.set_epoch(epoch)
+        done_in_epoch = self.step - epoch * self.per_epoch  # optimiser steps of this epoch already taken
+        self.epoch_start = time.perf_counter()
+        if done_in_epoch == 0:
+            self.epoch_losses, self.epoch_tokens = [], 0.0
+        groups = islice(_micro_batch_groups(self.loader, train.gradient_accumulation_steps), done_in_epoch, None)
+        for index, group in enumerate(groups, start=done_in_epoch):
+            step_start = time.perf_counter()
+            totals, learning_rate = self._optimizer_step(group)
+            self.step += 1
+            epoch_ends = index + 1 == self.per_epoch or self.step == self.total_steps
+            save_every = train.save_every_steps
+            checkpoint = bool(self.on_checkpoint and save_every and self.step % save_every == 0 and not epoch_ends)
+            if self.pending:  # the step before this one: finished on the device by now, or nearly
+                self._settle()
+            self.pending.append(_PendingStep(self.step, epoch + 1, learning_rate, step_start, totals, checkpoint))
+            if not self.deferred or checkpoint or epoch_ends:
+                self._settle()
+            if self.step == self.total_steps:
+                break
+
+    def _optimizer_step(self, group: list[dict]) -> tuple[torch.Tensor, float]:
+        """Run one optimiser step over a group of micro-batches; return its totals (on the device) and its rate."""
+        model, device, train = self.model, self.device, self.train
+        # loss, input tokens (no padding), examples of this step on this worker, and whether rank 0
+        # wants to report; summed over workers below, so every worker reports at the same steps.
+        # Filled on the device (a tensor built from host values would be a synchronous copy).
+        report_due = self.rank == 0 and time.perf_counter() - self.last_report >= self.report_interval_s
+        totals = torch.zeros(4, device=device, dtype=torch.float64)
+        totals[3].fill_(float(report_due))
+        for micro, batch in enumerate(group):
+            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            # Gradients are all-reduced once per optimiser step, on the last micro-batch only.
+            is_last = micro == len(group) - 1
+            wrapped = isinstance(model, (DistributedDataParallel, FullyShardedDataParallel))
+            sync = model.no_sync() if wrapped and not is_last else contextlib.nullcontext()
+            with sync:
+                with self.autocast():
+                    loss = model(**batch).loss / len(group)
+                loss.backward()
+            examples_in_batch = torch.full((), len(batch["input_ids"]), device=device, dtype=torch.float64)
+            totals[:3] += torch.stack([loss.detach().double(), batch["attention_mask"].sum().double(),
+                                       examples_in_batch])
+        if train.max_grad_norm is not None:
+            if isinstance(model, FullyShardedDataParallel):  # the norm spans every shard
+                model.clip_grad_norm_(train.max_grad_norm)
+            else:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.distributed:
+            torch.distributed.all_reduce(totals)
+        return totals, learning_rate
+
+    def _settle(self) -> None:
+        """Read back the pending step's totals (the loop's one host sync per step), then log and report it."""
+        taken = self.pending.pop()
+        loss_value, tokens, examples, report_due = taken.totals.tolist()
+        now = time.perf_counter()
+        seconds, self.settled_at = now - max(taken.started, self.settled_at), now
+        loss_value /= self.world_size
+        metrics = {"step": taken.step, "epoch": taken.epoch, "loss": loss_value, "learning_rate": taken.learning_rate,
+                   "tokens_per_s": tokens / seconds, "examples_per_s": examples / seconds}
+        self.log.step_losses.append(loss_value)
+        self.epoch_losses.append(loss_value)
+        self.epoch_tokens += tokens
+        if self.progress and self.rank == 0 and (taken.step % self.log_every == 0 or taken.step == self.total_steps):
+            # sys.stdout, not print: Ray Train patches print in workers and the line would show twice.
+            sys.stdout.write(f"step {taken.step}/{self.total_steps}  epoch {taken.epoch}  loss {loss_value:.4f}  "
+                             f"lr {taken.learning_rate:.2e}  {metrics['examples_per_s']:.1f} examples/s\n")
+            sys.stdout.flush()
+        self.unreported.append(metrics)
+        if taken.checkpoint:
+            self._checkpoint(metrics, self.state(), f"step_{taken.step}")
+        elif self.on_step and report_due:
+            self.on_step(self.unreported)
+            self._reported()
+
+    # --- checkpoint -----------------------------------------------------------------------------------------
+
+    def end_epoch(self, epoch: int) -> None:
+        """Log the epoch's metrics, then save a checkpoint when one is due, else report the epoch."""
+        train, step = self.train, self.step
+        seconds = time.perf_counter() - self.epoch_start
+        self.log.epoch_metrics.append({"epoch": epoch + 1, "steps": len(self.epoch_losses),
+                                       "epoch_loss": sum(self.epoch_losses) / len(self.epoch_losses),
+                                       "tokens_per_s": self.epoch_tokens / seconds, "epoch_seconds": seconds})
+        is_last = step == self.total_steps
+        save_every = train.save_every_steps
+        if self.on_checkpoint and (is_last or train.save_every_epoch or (save_every and step % save_every == 0)):
+            name = "final" if is_last else f"epoch_{epoch + 1}" if train.save_every_epoch else f"step_{step}"
+            self._checkpoint(self.log.epoch_metrics[-1], self.state(final=is_last), name)
+        elif self.on_epoch_end:
+            self.on_epoch_end(self.log, is_last, self.unreported)
+            self._reported()
+
+    def _checkpoint(self, metrics: dict, state: ResumeState, name: str) -> None:
+        self.on_checkpoint(self.log, metrics, self.unreported, state, name)
+        self._reported()
+
+    def _reported(self) -> None:
+        self.unreported, self.last_report = [], time.perf_counter()
 
 
 def train_in_process(cfg: AlignConfig, features: Features, model_path: str, *, checkpoint_dir: str | Path | None = None,
