@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluators.reading import Reading
+
 FORMAT_VERSION = 1
 # Per-item letters by benchmark kind: (the letter of a positive verdict, of a negative one, the record field).
 VERDICT_LETTERS = {"reasoning": ("C", "X", "correct"), "safety": ("H", "S", "flagged"),
@@ -51,10 +53,8 @@ class GridPoint:
         """Return the point's readings as a sweep reports them: NAME, NAME_ci_low, NAME_ci_high, NAME_n, collapsed."""
         out: dict[str, Any] = {"collapsed": float(self.collapsed)}
         for name, reading in self.readings.items():
-            out[name] = reading["value"]
-            for key in ("ci_low", "ci_high", "n"):
-                if key in reading:
-                    out[f"{name}_{key}"] = reading[key]
+            out.update(Reading(reading["value"], reading.get("ci_low"), reading.get("ci_high"),
+                               reading.get("n")).flat(name))
         return out
 
     @property

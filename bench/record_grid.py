@@ -30,12 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from bench.grid_table import GridPoint, GridTable, item_letters
+from evaluators.reading import Reading, flat_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_LEVELS = {"loguniform": 5, "uniform": 3}
 # The readings a table keeps for each point (those the sweep reports, with their intervals).
 READINGS = ("harmful_score", "harmful_score_plus", "reasoning_accuracy", "refusal_rate")
+
+
+
+def _table_reading(metrics: dict, name: str) -> dict:
+    """Return reading `name` of a run's metrics as the table stores it: value, ci_low, ci_high, n."""
+    reading = Reading.read(metrics, name)
+    return {"value": reading.value, "ci_low": reading.low, "ci_high": reading.high, "n": reading.n}
 
 
 def grid_of(space: dict, levels: dict[str, int]) -> dict[str, list[Any]]:
@@ -100,9 +108,7 @@ def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, st
             continue
         metrics, params = run.data.metrics, run.data.params
         point = {path: _typed(params[path], grid[path]) for path in grid}
-        readings = {name: {"value": metrics[name], "ci_low": metrics[f"{name}_ci_low"],
-                           "ci_high": metrics[f"{name}_ci_high"], "n": int(metrics[f"{name}_n"])}
-                    for name in READINGS if name in metrics}
+        readings = {name: _table_reading(metrics, name) for name in READINGS if name in metrics}
         steps = len(client.get_metric_history(run.info.run_id, "train_loss"))
         items_by_benchmark = {}
         folder = Path(client.download_artifacts(run.info.run_id, "samples", str(workdir)))
@@ -134,7 +140,7 @@ def _epoch_points(client, run, grid: dict[str, list[Any]], kinds: dict[str, str]
 
     epochs = sorted(at_steps("epoch"))
     history = {name: at_steps(name) for name in
-               [*(f"{r}{suffix}" for r in READINGS for suffix in ("", "_ci_low", "_ci_high", "_n")),
+               [*(key for r in READINGS for key in flat_keys(r)),
                 "collapsed", "incoherent_rate", "train/steps",
                 *(f"{EPOCH_TIME_PREFIX}{phase}_s" for phase in ("train", "generation", "judging"))]}
     fixed = {path: _typed(run.data.params[path], grid[path]) for path in grid if path != EPOCHS_PATH}
@@ -144,9 +150,8 @@ def _epoch_points(client, run, grid: dict[str, list[Any]], kinds: dict[str, str]
                    for phase in ("train", "generation", "judging")}
         steps += int(history["train/steps"][epoch])
         train_s += seconds["train"]
-        readings = {name: {"value": history[name][epoch], "ci_low": history[f"{name}_ci_low"][epoch],
-                           "ci_high": history[f"{name}_ci_high"][epoch], "n": int(history[f"{name}_n"][epoch])}
-                    for name in READINGS if epoch in history[name]}
+        at_epoch = {key: values[epoch] for key, values in history.items() if epoch in values}
+        readings = {name: _table_reading(at_epoch, name) for name in READINGS if name in at_epoch}
         items = {}
         for benchmark, kind in kinds.items():
             path = evaluations / trial_id / f"epoch_{epoch}" / sample_file_name(benchmark)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from evaluators.config import EvalConfig
-from evaluators.metrics import CI_HIGH, CI_LOW, HEADLINES, format_reading
+from evaluators.metrics import HEADLINES
+from evaluators.reading import Reading, is_interval_key
 from trainables.schema import apply_overrides, build, field_help, read_yaml
 
 METRIC_ORDER = ("accuracy", "harmful_score", "harmful_score_plus", "refusal_rate", "incoherent_rate")
@@ -55,8 +56,7 @@ def format_table(result) -> str:
     """Return the per-benchmark metrics with their 95% intervals as an aligned table, the headline numbers below."""
     columns = [m for m in METRIC_ORDER if any(m in row for row in result.metrics.values())]
     extra = sorted({k for row in result.metrics.values() for k in row
-                    if k.startswith(("harmful_score/", "judge_agreement/", "judge_kappa/")) and CI_LOW not in k
-                    and CI_HIGH not in k})
+                    if k.startswith(("harmful_score/", "judge_agreement/", "judge_kappa/")) and not is_interval_key(k)})
     header = ["benchmark", *columns, *extra, "n"]
     rows = [[name, *(_reading(metrics, m) for m in [*columns, *extra]), str(metrics.get("n", ""))]
             for name, metrics in result.metrics.items()]
@@ -64,10 +64,9 @@ def format_table(result) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
     lines.append("")
     for name in HEADLINES:
-        value = getattr(result, name)
-        if value is not None:
-            low, high = result.intervals.get(name, (None, None))
-            lines.append(f"{name} = {format_reading(value, low, high)}  (n={result.counts.get(name, '?')})")
+        reading = result.readings.get(name)
+        if reading is not None:
+            lines.append(f"{name} = {reading.text()}  (n={'?' if reading.n is None else reading.n})")
     if result.incoherent_rate is not None:
         lines.append(f"incoherent_rate = {result.incoherent_rate:.1f}" + ("  COLLAPSED: most replies are not "
                                                                          "language" if result.collapsed else ""))
@@ -81,7 +80,8 @@ def _reading(metrics: dict, name: str) -> str:
         return "-"
     if name.startswith("judge_kappa/"):
         return f"{metrics[name]:.2f}"
-    return format_reading(metrics[name], metrics.get(name + CI_LOW), metrics.get(name + CI_HIGH))
+    reading = Reading.read(metrics, name)
+    return "-" if reading is None else reading.text()
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import combinations
 
+from evaluators.reading import Reading
 from evaluators.stats import agreement, mean_rate_interval, wilson_interval
 
 # Headline name -> (benchmark kind, that kind's metric). The sweep's objectives are drawn from these.
@@ -27,8 +28,6 @@ HEADLINES: dict[str, tuple[str, str]] = {
     "refusal_rate": ("overrefusal", "refusal_rate"),
 }
 COLLAPSED_ABOVE = 50.0  # percent of a model's replies that are incoherent, beyond which it has collapsed
-CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
-COUNT = "_n"  # NAME_n: the replies behind a headline rate
 # Bump when a reading's definition changes, so cached results scored the old way are not reused.
 SCORING_VERSION = 2
 
@@ -41,7 +40,7 @@ def rate(flags: Sequence[bool], name: str) -> dict[str, float]:
 def counted_rate(hits: int, n: int, name: str) -> dict[str, float]:
     """Return {name: percent, name_ci_low, name_ci_high} of hits out of n."""
     low, high = wilson_interval(hits, n)
-    return {name: 100.0 * hits / n, name + CI_LOW: low, name + CI_HIGH: high}
+    return Reading(100.0 * hits / n, low, high).flat(name)
 
 
 def _field(record: dict, key: str) -> object:
@@ -94,9 +93,9 @@ def headlines(metrics: dict[str, dict], kinds: dict[str, str]) -> dict[str, floa
         if not rates:
             out[name] = None
             continue
-        out[name] = sum(percent for percent, _ in rates) / len(rates)
-        out[name + CI_LOW], out[name + CI_HIGH] = _interval(metrics, kinds, kind, metric, rates)
-        out[name + COUNT] = sum(n for _, n in rates)
+        low, high = _interval(metrics, kinds, kind, metric, rates)
+        out.update(Reading(sum(percent for percent, _ in rates) / len(rates), low, high,
+                           sum(n for _, n in rates)).flat(name))
     pooled = [(m["incoherent_rate"], int(m["n"])) for m in metrics.values() if "incoherent_rate" in m]
     if pooled:
         total = sum(n for _, n in pooled)
@@ -108,16 +107,7 @@ def headlines(metrics: dict[str, dict], kinds: dict[str, str]) -> dict[str, floa
 
 def _interval(metrics, kinds, kind, metric, rates) -> tuple[float, float]:
     if len(rates) == 1:  # the benchmark's own Wilson interval (cached results from before it carry none)
-        only = next(metrics[b] for b, k in kinds.items() if k == kind)
-        if metric + CI_LOW in only:
-            return only[metric + CI_LOW], only[metric + CI_HIGH]
+        only = Reading.read(next(metrics[b] for b, k in kinds.items() if k == kind), metric)
+        if only is not None and only.interval is not None:
+            return only.interval
     return mean_rate_interval(rates)
-
-
-def format_reading(value: float | None, low: float | None = None, high: float | None = None) -> str:
-    """Return a reading as `4.2 [1.1–20.2]`, or `4.2` without an interval, or `-` when absent."""
-    if value is None:
-        return "-"
-    if low is None or high is None:
-        return f"{value:.1f}"
-    return f"{value:.1f} [{low:.1f}–{high:.1f}]"

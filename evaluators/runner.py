@@ -21,7 +21,8 @@ from evaluators.coherence import incoherent_flags
 from evaluators.grading import answer_region
 from evaluators.judges import is_refusal
 from evaluators.verdicts import Judge
-from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES, headlines, summarize
+from evaluators.metrics import HEADLINES, headlines, summarize
+from evaluators.reading import Reading
 from trainables.formats import ReasoningFormat
 
 
@@ -43,8 +44,7 @@ class EvalResult:
     sample_files: dict[str, Path]
     cached: bool
     model_hash: str
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    readings: dict[str, Reading] = field(default_factory=dict)  # each headline number with its interval and n
     incoherent_rate: float | None = None
     collapsed: bool = False
     judges: list[str] = field(default_factory=list)
@@ -58,10 +58,18 @@ class EvalResult:
         """Return the result whose headline numbers and intervals are computed from per-benchmark metrics."""
         top = headlines(metrics, kinds)
         return cls(metrics=metrics, **{name: top[name] for name in HEADLINES},
-                   intervals={name: (top[name + CI_LOW], top[name + CI_HIGH])
-                              for name in HEADLINES if top[name] is not None},
-                   counts={name: int(top[name + COUNT]) for name in HEADLINES if top[name] is not None},
+                   readings={name: Reading.read(top, name) for name in HEADLINES if top[name] is not None},
                    incoherent_rate=top.get("incoherent_rate"), collapsed=bool(top.get("collapsed")), **rest)
+
+    @property
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """Return each headline number's 95% interval."""
+        return {name: reading.interval for name, reading in self.readings.items()}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Return how many replies each headline number counts."""
+        return {name: reading.n for name, reading in self.readings.items()}
 
 
 def score_replies(benchmark: Benchmark, samples: list[Sample], outputs: list[str], fmt: ReasoningFormat,

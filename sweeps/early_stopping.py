@@ -25,7 +25,7 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from evaluators.metrics import CI_HIGH, CI_LOW
+from evaluators.reading import Reading
 
 STOPPED_EPOCH_TAG = "early_stopping.epoch"
 STOPPED_REASON_TAG = "early_stopping.reason"
@@ -34,8 +34,7 @@ EPOCH_KEY = "epoch"  # the epoch a report reads (sweeps.trial reports it with ev
 
 def best_end(reading: Mapping[str, Any], name: str, direction: str) -> float:
     """Return the most favourable end of a reading's 95% interval (its value when it has no interval)."""
-    key = name + (CI_LOW if direction == "min" else CI_HIGH)
-    return float(reading.get(key, reading[name]))
+    return Reading.read(reading, name).best_end(direction)
 
 
 def dominating_point(reading: Mapping[str, Any], points: Sequence[Mapping[str, Any]],

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import statistics
 
-from evaluators.metrics import CI_HIGH as HIGH
-from evaluators.metrics import CI_LOW as LOW
+from evaluators.reading import Reading
 from evaluators.stats import t_interval
 
 
@@ -29,9 +28,10 @@ def seed_key(k: int, name: str) -> str:
 def replicate_interval(readings: list[dict[str, float]], name: str) -> tuple[float, float]:
     """Return the 95% interval of the mean of `name` over the readings (see the module's docstring), in percent."""
     _, low, high = t_interval([r[name] for r in readings])
-    if all(name + LOW in r and name + HIGH in r for r in readings):
-        low = min(low, statistics.fmean(r[name + LOW] for r in readings))
-        high = max(high, statistics.fmean(r[name + HIGH] for r in readings))
+    intervals = [reading.interval for reading in (Reading.read(r, name) for r in readings) if reading is not None]
+    if len(intervals) == len(readings) and None not in intervals:
+        low = min(low, statistics.fmean(ends[0] for ends in intervals))
+        high = max(high, statistics.fmean(ends[1] for ends in intervals))
     return max(0.0, low), min(100.0, high)
 
 
@@ -46,7 +46,7 @@ def combine_readings(readings: list[dict[str, float]], headlines: tuple[str, ...
     out = {name: statistics.fmean(r[name] for r in readings) for name in shared}
     for name in shared:
         if name in headlines:
-            out[name + LOW], out[name + HIGH] = replicate_interval(readings, name)
+            out.update(Reading(out[name], *replicate_interval(readings, name)).flat(name))
     for k, reading in enumerate(readings):
         out.update({seed_key(k, name): value for name, value in reading.items()})
     out["replicates"] = float(len(readings))

@@ -12,14 +12,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluators.metrics import CI_HIGH, CI_LOW
+from evaluators.reading import flat_keys, is_count_key
 from sweeps import early_stopping, tracking
 from sweeps.objectives import Constraint, feasible
 from sweeps.params import PARAM_KINDS
 from sweeps.pareto import hypervolume, pareto_front, reference_point
 from sweeps.plots import front_png
 from sweeps.plots_html import front_html
-from sweeps.readings import COUNT, format_reading, has_field, interval, is_collapsed, shared_count
+from sweeps.readings import format_reading, has_field, interval, is_collapsed, shared_count
 from sweeps.spec import SweepSpec
 from sweeps.trial import TIME_PREFIX
 
@@ -145,7 +145,7 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
             record["group"] = record["params"].get(layout.group_by)
         if run.info.status == "FINISHED":
             for name in layout.directions:
-                for key in (name, name + CI_LOW, name + CI_HIGH, name + COUNT):
+                for key in flat_keys(name):
                     if key in metrics:
                         record[key] = metrics[key]
             record["collapsed"] = tags.get(tracking.COLLAPSED_TAG) == "true"
@@ -174,7 +174,7 @@ def epoch_records(client, run_id: str, record: dict, layout: SweepLayout) -> lis
     """
     names = ["epoch", "collapsed", *(c.name for c in layout.constraints)]
     for name in layout.directions:
-        names += [name, name + CI_LOW, name + CI_HIGH, name + COUNT]
+        names += flat_keys(name)
     history: dict[int, dict[str, float]] = {}
     for name in dict.fromkeys(names):
         for metric in client.get_metric_history(run_id, name):
@@ -299,12 +299,11 @@ def front_table(trials: list[dict], front: list[int], directions: dict[str, str]
 
 def _csv_reading(trial: dict, key: str):
     value = trial.get(key, "")
-    return int(value) if key.endswith(COUNT) and value != "" else value  # MLflow stores every count as a float
+    return int(value) if is_count_key(key) and value != "" else value  # MLflow stores every count as a float
 
 
 def _write_csv(path: Path, trials: list[dict], front: list[int], layout: SweepLayout) -> Path:
-    readings = [f"{n}{suffix}" for n in layout.directions for suffix in ("", CI_LOW, CI_HIGH, COUNT)
-                if suffix == "" or has_field(trials, n + suffix)]
+    readings = [key for n in layout.directions for key in flat_keys(n) if key == n or has_field(trials, key)]
     extra = _extra_columns(trials)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.metrics import CI_HIGH, CI_LOW, COUNT, HEADLINES
+from evaluators.metrics import HEADLINES
 from sweeps import early_stopping, provenance, tracking
 from sweeps.points import apply_point
 from sweeps.replicates import combine_readings
@@ -51,10 +51,8 @@ def result_metrics(result) -> dict[str, float]:
     """Return an EvalResult's headline numbers (with NAME_ci_low, NAME_ci_high and NAME_n), its incoherent
     rate and collapsed flag (1.0 or 0.0), and the per-benchmark metrics as BENCHMARK/NAME, flat."""
     metrics: dict[str, object] = {name: getattr(result, name) for name in HEADLINES}
-    for name, (low, high) in result.intervals.items():
-        metrics[name + CI_LOW], metrics[name + CI_HIGH] = low, high
-    for name, n in result.counts.items():
-        metrics[name + COUNT] = n
+    for name, reading in result.readings.items():
+        metrics.update(reading.flat(name))
     metrics["incoherent_rate"], metrics["collapsed"] = result.incoherent_rate, float(result.collapsed)
     for benchmark, values in result.metrics.items():
         for key, value in values.items():

@@ -156,13 +156,14 @@ def test_racing_rules_an_evaluation_out_against_the_points_recorded_in_mlflow(tm
 
 
 def result_of(harm, harm_ci, accuracy, accuracy_ci):
+    from evaluators.reading import Reading
     from evaluators.runner import EvalResult
 
     return EvalResult(metrics={}, harmful_score=harm, harmful_score_plus=harm, reasoning_accuracy=accuracy,
                       refusal_rate=None, judge="refusal-patterns", sample_files={}, cached=False, model_hash="m",
-                      intervals={"harmful_score": harm_ci, "harmful_score_plus": harm_ci,
-                                 "reasoning_accuracy": accuracy_ci},
-                      counts={"harmful_score": 20, "harmful_score_plus": 20, "reasoning_accuracy": 20})
+                      readings={"harmful_score": Reading(harm, *harm_ci, 20),
+                                "harmful_score_plus": Reading(harm, *harm_ci, 20),
+                                "reasoning_accuracy": Reading(accuracy, *accuracy_ci, 20)})
 
 
 @pytest.mark.parametrize("override, field", [

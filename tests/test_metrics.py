@@ -6,7 +6,8 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import cohen_kappa_score
 
-from evaluators.metrics import format_reading, headlines, summarize
+from evaluators.metrics import headlines, summarize
+from evaluators.reading import format_reading
 from evaluators.stats import agreement, mean_rate_interval, t_interval, wilson_interval
 
 
