@@ -96,7 +96,7 @@ def read_points(client, outcome, grid: dict[str, list[Any]], kinds: dict[str, st
     """Return one GridPoint per finished trial of the recorded sweep (with `evaluations`, the folder of the
     trials' per-epoch evaluations: one per epoch of each trial), in the grid's order."""
     from sweeps import tracking
-    from sweeps.trial import TIME_PREFIX
+    from sweeps.tracking import TIME_PREFIX
 
     points = []
     for run in tracking.trial_runs(client, outcome.experiment_id, outcome.parent_run_id):
@@ -131,7 +131,7 @@ def _epoch_points(client, run, grid: dict[str, list[Any]], kinds: dict[str, str]
     """Return a GridPoint per evaluated epoch of one trial that read every epoch (evaluate_epochs: fidelity)."""
     from evaluators.service import sample_file_name
     from sweeps import tracking
-    from sweeps.trial import EPOCH_TIME_PREFIX
+    from sweeps.tracking import EPOCH_TIME_PREFIX
 
     run_id, trial_id = run.info.run_id, run.data.tags.get(tracking.TRIAL_ID_TAG, "")
 

@@ -76,7 +76,7 @@ def cluster_lines(spec: SweepSpec, path: str | Path) -> list[str]:
     head = cluster["head_node_type"]
     local = spec.base.scaling.local_mode  # the trial trains itself: it holds both requests
     demands = [("trial driver", "resources_per_trial + base.scaling.resources_per_worker (local mode)" if local
-                else "resources_per_trial", trial_resources(spec), 1),
+                else "resources_per_trial", trial_resources(spec.resources_per_trial, spec.base), 1),
                *([] if local else [
                    ("train worker", "base.scaling", train_resources(spec.base), spec.base.scaling.num_workers)]),
                ("evaluator replica", "evaluation", evaluator_demand(spec.evaluation), spec.evaluation.num_replicas)]

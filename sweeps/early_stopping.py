@@ -123,14 +123,13 @@ class DominatedTrialStopper(FIFOScheduler):
         if not (self.tracking_uri and run_id):
             return
         from sweeps import tracking
-        from sweeps.trial import TIME_PREFIX
 
         client = tracking.client(self.tracking_uri)
         client.set_tag(run_id, STOPPED_EPOCH_TAG, str(epoch))
         client.set_tag(run_id, STOPPED_REASON_TAG, reason)
         client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if result.get("collapsed") else "false")
         if "time_total_s" in result:
-            tracking.log_metrics(client, run_id, {f"{TIME_PREFIX}trial_s": float(result["time_total_s"])})
+            tracking.log_metrics(client, run_id, {f"{tracking.TIME_PREFIX}trial_s": float(result["time_total_s"])})
         client.set_terminated(run_id, status="FINISHED")
 
 

@@ -84,7 +84,7 @@ def resource_lines(spec: SweepSpec) -> list[str]:
     how = [cfg.finetune + " fine-tuning", *(["FSDP"] if cfg.train.fsdp else []),
            *(["gradient checkpointing"] if cfg.train.gradient_checkpointing else [])]
     if cfg.scaling.local_mode:
-        lines = [f"trial driver: {amounts_text(trial_resources(spec))} (it trains in its own process: Ray Train's "
+        lines = [f"trial driver: {amounts_text(trial_resources(spec.resources_per_trial, spec.base))} (it trains in its own process: Ray Train's "
                  f"local mode, {', '.join(how)})",
                  "train workers: none (base.scaling.num_workers: 0)"]
     else:
@@ -176,13 +176,13 @@ def check_lines(spec: SweepSpec, resume: bool) -> list[str]:
                "each benchmark has its data: generated, a data_dir file or a Hub source, nothing downloaded)",
                "Train scaling (as Ray Train reads it)"]
     unchecked = []
-    remote = [path for path in data_paths(spec)
+    remote = [path for path in data_paths(spec.base, spec.search_space)
               if data_kind(path) == "hub" or (is_tiny(path) and not tiny_ready(path))]
     if remote:
         unchecked.append(f"data {', '.join(remote)} (a dry run downloads no Hub data and builds no tiny LRM)")
     else:
-        check_data(spec)
-        checked.append("data: the largest data the search can ask for loads (" + ", ".join(data_paths(spec)) + ")")
+        check_data(spec.base, spec.search_space)
+        checked.append("data: the largest data the search can ask for loads (" + ", ".join(data_paths(spec.base, spec.search_space)) + ")")
     if is_tiny(spec.base.model) and not tiny_ready(spec.base.model):
         unchecked.append(f"model {spec.base.model} (built when the sweep starts)")
     elif model_kind(spec.base.model) == "hub":

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from sweeps.params import ParamSpec
 from sweeps.points import apply_point
 from sweeps.spec import SweepSpec
+from trainables.config import AlignConfig
 from trainables.schema import ConfigError
 
 
-def data_paths(spec: SweepSpec) -> list[str]:
+def data_paths(base: AlignConfig, search_space: dict[str, ParamSpec]) -> list[str]:
     """Return every data path a trial can read: base data, reasoning data and any searched path."""
-    paths = [spec.base.data.path] + ([spec.base.reasoning_data.path] if spec.base.reasoning_data else [])
+    paths = [base.data.path] + ([base.reasoning_data.path] if base.reasoning_data else [])
     for field in ("data.path", "reasoning_data.path"):
-        if field in spec.search_space:
-            paths += [str(v) for v in spec.search_space[field].extremes()]
+        if field in search_space:
+            paths += [str(v) for v in search_space[field].extremes()]
         section = field.partition(".")[0]
-        bundles = spec.search_space[section].bundles if section in spec.search_space else None
+        bundles = search_space[section].bundles if section in search_space else None
         paths += [str(fields["path"]) for fields in (bundles or {}).values() if "path" in fields]
     return list(dict.fromkeys(paths))
 
@@ -34,7 +36,7 @@ def check_resume_state(spec: SweepSpec, resume: bool) -> None:
                           f"continue it with --resume, or start another with name={spec.name}-2")
 
 
-def check_data(spec: SweepSpec) -> None:
+def check_data(base: AlignConfig, search_space: dict[str, ParamSpec]) -> None:
     """Return None when the largest data the search can ask for exists, with every data source it can pick.
 
     Numeric fields (data.size, reasoning_mix) are checked at their largest value; every other searched data
@@ -47,7 +49,7 @@ def check_data(spec: SweepSpec) -> None:
 
     largest: dict[str, Any] = {}
     sources: dict[str, list[Any]] = {}
-    for path, param in spec.search_space.items():
+    for path, param in search_space.items():
         if not (path in ("data", "reasoning_data") or path.startswith(("data.", "reasoning_data."))
                 or path == "reasoning_mix"):
             continue
@@ -58,7 +60,7 @@ def check_data(spec: SweepSpec) -> None:
             sources[path] = param.extremes()
     for combination in itertools.product(*sources.values()):
         picked = dict(zip(sources, combination))
-        cfg = apply_point(spec.base, {**largest, **picked}, spec.search_space)
+        cfg = apply_point(base, {**largest, **picked}, search_space)
         try:
             training_examples(cfg.data, cfg.reasoning_data, cfg.reasoning_mix, cfg.train.seed)
         except ConfigError as err:

@@ -21,7 +21,6 @@ from sweeps.plots import front_png
 from sweeps.plots_html import front_html
 from sweeps.readings import format_reading, has_field, interval, is_collapsed, shared_count
 from sweeps.spec import SweepSpec
-from sweeps.trial import TIME_PREFIX
 
 PLOT_PNG, PLOT_HTML, FRONT_CSV = "pareto_front.png", "pareto_front.html", "pareto_front.csv"
 # The point users look for: half the base model's harmful score, reasoning within 5 points of the base.
@@ -139,8 +138,8 @@ def trial_records(client, experiment_id: str, parent_run_id: str, layout: SweepL
         record = {"trial_id": tags.get(tracking.TRIAL_ID_TAG, ""), "run_id": run.info.run_id,
                   "status": run.info.status, "params": {p: run.data.params.get(p) for p in layout.searched},
                   "checkpoint_dir": tags.get("checkpoint_dir", ""),
-                  "seconds": {k[len(TIME_PREFIX):-len("_s")]: v for k, v in metrics.items()
-                              if k.startswith(TIME_PREFIX) and k.endswith("_s")}}
+                  "seconds": {k[len(tracking.TIME_PREFIX):-len("_s")]: v for k, v in metrics.items()
+                              if k.startswith(tracking.TIME_PREFIX) and k.endswith("_s")}}
         if layout.group_by:
             record["group"] = record["params"].get(layout.group_by)
         if run.info.status == "FINISHED":
@@ -201,32 +200,26 @@ def epoch_records(client, run_id: str, record: dict, layout: SweepLayout) -> lis
 def saved_seconds(client, run, stopped_at: int) -> float:
     """Return the seconds a trial stopped at epoch `stopped_at` did not spend: its epochs left, each priced at the
     mean of its own epochs' training, generation and judging seconds (sweeps.trial logs them per epoch)."""
-    from sweeps.trial import EPOCH_TIME_PREFIX
-
     planned = int(float(run.data.params.get("train.epochs", stopped_at)))
     per_epoch = 0.0
     for phase in ("train", "generation", "judging"):
-        history = client.get_metric_history(run.info.run_id, f"{EPOCH_TIME_PREFIX}{phase}_s")
+        history = client.get_metric_history(run.info.run_id, f"{tracking.EPOCH_TIME_PREFIX}{phase}_s")
         per_epoch += sum(m.value for m in history) / len(history) if history else 0.0
     return max(0, planned - stopped_at) * per_epoch
 
 
 def compute_spent_and_saved(trials: list[dict]) -> tuple[float, float]:
     """Return (seconds the trials spent, seconds early stopping and racing saved them by their estimates)."""
-    from sweeps.trial import RACING_SAVED
-
     spent = sum(t.get("seconds", {}).get("trial", 0.0) for t in trials)
-    saved = sum(t.get("saved_s", 0.0) + t.get("seconds", {}).get(RACING_SAVED, 0.0) for t in trials)
+    saved = sum(t.get("saved_s", 0.0) + t.get("seconds", {}).get(tracking.RACING_SAVED, 0.0) for t in trials)
     return spent, saved
 
 
 def describe_compute(trials: list[dict]) -> str | None:
     """Return one line on the compute the trials spent and what early stopping and racing saved; None when neither
     stopped anything."""
-    from sweeps.trial import RACING_SAVED
-
     stopped = sum(bool(t.get("stopped_at")) for t in trials)
-    raced = sum(bool(t.get("seconds", {}).get(RACING_SAVED)) for t in trials)
+    raced = sum(bool(t.get("seconds", {}).get(tracking.RACING_SAVED)) for t in trials)
     if not stopped and not raced:
         return None
     spent, saved = compute_spent_and_saved(trials)

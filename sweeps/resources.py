@@ -10,7 +10,6 @@ import re
 from evaluators.config import EvalConfig
 from evaluators.judges import judge_entry
 from evaluators.placement import placement
-from sweeps.spec import SweepSpec
 from trainables.config import AlignConfig
 from trainables.locations import is_tiny
 from trainables.schema import ConfigError
@@ -58,15 +57,15 @@ def train_resources(cfg: AlignConfig) -> dict[str, float]:
     return {name: total / workers for name, total in scaling.total_resources.items()}
 
 
-def trial_resources(spec: SweepSpec) -> dict[str, float]:
+def trial_resources(resources_per_trial: dict[str, float], base: AlignConfig) -> dict[str, float]:
     """Return what a trial's own process reserves: resources_per_trial, plus a worker's share when it trains itself.
 
     In local mode (base.scaling.num_workers: 0) Ray Train runs the loop in the trial's process, so the
     trial holds the CPUs its training uses; otherwise Train's workers reserve their own.
     """
-    total = dict(spec.resources_per_trial)
-    if spec.base.scaling.local_mode:
-        for name, amount in train_resources(spec.base).items():
+    total = dict(resources_per_trial)
+    if base.scaling.local_mode:
+        for name, amount in train_resources(base).items():
             total[name] = total.get(name, 0.0) + amount
     return total
 

@@ -213,7 +213,7 @@ def _scheduler(spec: SweepSpec, context: TrialContext):
 
 def _tuner(spec: SweepSpec, context: TrialContext, resume: bool, verbose: int):
     stop_tune_copying_credentials()  # else Ray's runtime_env_agent.log holds the AWS secret
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec))
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec.resources_per_trial, spec.base))
     if resume:
         old = extend_search_state(spec.experiment_path, spec.num_samples)
         if old is not None:
@@ -248,16 +248,16 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1, accept
     """
     check_resume_state(spec, resume)
     tracking_uri = tracking.check_tracking_uri(tracking.credentials_to_env(spec.mlflow.tracking_uri))
-    check_study_storage(spec, resume)
+    check_study_storage(spec.optuna.storage, spec.study_name, resume)
     import ray
 
     from evaluators.service import EvaluatorService
     from trainables.tiny.lrm import ensure_tiny_data, ensure_tiny_paths, tiny_build_pending
 
     ray_was_running = ray.is_initialized()
-    tiny_paths = [spec.base.model, *data_paths(spec)]
+    tiny_paths = [spec.base.model, *data_paths(spec.base, spec.search_space)]
     ensure_tiny_data(tiny_paths)  # seconds: the generated data files, so the data can be checked now
-    check_data(spec)
+    check_data(spec.base, spec.search_space)
     if tiny_build_pending(tiny_paths):  # minutes of building follow: check the evaluation's inputs first
         EvaluatorService.check_inputs(spec.evaluation)
     ensure_tiny_paths(tiny_paths)  # the only build: resolving never trains
@@ -294,7 +294,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1, accept
         # Ctrl-C stops trials without letting them end their runs; --resume runs them again.
         tracking.end_running_trials(client, experiment_id, parent_run_id, status="KILLED")
         if finished:
-            fail_orphan_trials(spec)
+            fail_orphan_trials(spec.optuna.storage, spec.study_name)
         outcome = SweepOutcome(tracking_uri, experiment_id, parent_run_id, base=base, finished=finished)
         layout = SweepLayout.from_spec(spec)
         outcome.trials = trial_records(client, experiment_id, parent_run_id, layout)

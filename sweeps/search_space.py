@@ -74,52 +74,52 @@ def build_searcher(spec: SweepSpec):
     )
 
 
-def check_study_storage(spec: SweepSpec, resume: bool) -> None:
+def check_study_storage(storage_url: str | None, study_name: str, resume: bool) -> None:
     """Return None when the study storage suits a new sweep (no such study yet) or a resumed one (the study is there).
 
     Opening an RDB storage creates its tables; OptunaSearch would do the same later, inside Tune.
     """
-    if spec.optuna.storage is None:
+    if storage_url is None:
         return
     import optuna
 
-    shown = redact_uri(spec.optuna.storage)
-    if spec.optuna.storage.startswith("sqlite:///"):
-        folder = Path(spec.optuna.storage[len("sqlite:///"):]).parent
+    shown = redact_uri(storage_url)
+    if storage_url.startswith("sqlite:///"):
+        folder = Path(storage_url[len("sqlite:///"):]).parent
         if not folder.is_dir():
             raise ConfigError(f"optuna.storage: {shown}: folder {folder} does not exist; create it or point the "
                               "URL elsewhere")
     try:
-        storage = optuna.storages.RDBStorage(spec.optuna.storage)
+        storage = optuna.storages.RDBStorage(storage_url)
         names = {summary.study_name: summary.n_trials
                  for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     except Exception as err:  # drivers, network and auth all fail differently; each means "unusable"
         raise ConfigError(f"optuna.storage: {shown} cannot be opened: {err}") from None
-    if resume and spec.study_name not in names:
-        raise ConfigError(f"--resume: study {spec.study_name!r} is not in optuna.storage {shown}, so the sweep's "
+    if resume and study_name not in names:
+        raise ConfigError(f"--resume: study {study_name!r} is not in optuna.storage {shown}, so the sweep's "
                           "search cannot continue; point optuna.storage at the database the sweep started with "
                           "(copy a SQLite file from the old head)")
-    if not resume and names.get(spec.study_name):
-        raise ConfigError(f"optuna.study_name: study {spec.study_name!r} already holds {names[spec.study_name]} "
+    if not resume and names.get(study_name):
+        raise ConfigError(f"optuna.study_name: study {study_name!r} already holds {names[study_name]} "
                           f"trials in {shown}; continue its sweep with --resume, set optuna.study_name to start "
-                          f"another, or delete it: optuna delete-study --storage URL --study-name {spec.study_name}")
+                          f"another, or delete it: optuna delete-study --storage URL --study-name {study_name}")
 
 
-def fail_orphan_trials(spec: SweepSpec) -> int:
+def fail_orphan_trials(storage_url: str | None, study_name: str) -> int:
     """Mark the study's RUNNING trials FAIL once every Tune trial has ended; return how many.
 
     With a study in RDB storage, Optuna records a trial the moment the searcher asks for it; when the
     driver is killed before Tune saves that trial, it is never run or told, and would stay RUNNING.
     """
-    if spec.optuna.storage is None:
+    if storage_url is None:
         return 0  # the study lives in Tune's searcher state, which Tune saves with its trials
     import optuna
     from optuna.trial import TrialState
 
     from trainables.private_apis import fail_study_trial
 
-    storage = optuna.storages.RDBStorage(spec.optuna.storage)
-    study = optuna.load_study(study_name=spec.study_name, storage=storage)
+    storage = optuna.storages.RDBStorage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in orphans:
         fail_study_trial(storage, trial)

@@ -29,6 +29,9 @@ PARENT_TAG = "mlflow.parentRunId"
 ERROR_TAG = "error"
 PARETO_TAG = "pareto_optimal"
 COLLAPSED_TAG = "collapsed"  # the trial's replies are mostly incoherent: a broken model, off the front
+TIME_PREFIX = "time/"  # a trial's wall time by phase, in seconds; sweeps.report sums them into the sweep's share
+EPOCH_TIME_PREFIX = "epoch_time/"  # with every epoch read: each epoch's seconds by phase, logged at its step
+RACING_SAVED = "racing_saved"  # seconds racing saved the trial, logged as time/racing_saved_s
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit on a param value
 BATCH = 100  # MLflow's limit on params per log_batch call

@@ -30,7 +30,6 @@ RESUMED_TAG = "train.resumed_at_steps"
 # In a trial's result when it only repeats what MLflow already holds (the driver died before Tune saved it).
 RECORDED_FLAG = "from_record"
 REUSED_TAG = "reused_from"  # the trial id whose recorded result this trial reuses (an exact repeat)
-TIME_PREFIX = "time/"  # a trial's wall time by phase, in seconds; sweeps.report sums them into the sweep's share
 # Where the trial's Train workers ran: the Ray node id, and its node type as cluster.yaml labels it.
 NODE_ID_TAG, NODE_TYPE_TAG = "node_id", "node_type"
 NODE_TYPE_LABEL = "safetytax/node-type"
@@ -157,7 +156,7 @@ def _train_and_evaluate(spec: SweepSpec, context: TrialContext, point: dict[str,
         # With every epoch evaluated, the last epoch's readings sit at its step: MLflow's latest value of each.
         tracking.log_new_metrics(client, run_id, metrics, step=int(metrics.get(EPOCH_KEY, 0)))
     seconds["trial"] = time.perf_counter() - trial_start
-    tracking.log_metrics(client, run_id, {f"{TIME_PREFIX}{phase}_s": value for phase, value in seconds.items()})
+    tracking.log_metrics(client, run_id, {f"{tracking.TIME_PREFIX}{phase}_s": value for phase, value in seconds.items()})
     return metrics
 
 
@@ -171,7 +170,7 @@ def _record_stopped(client, run_id: str, seconds: dict[str, float], trial_second
         last = max(history, key=lambda m: m.step)
         client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if last.value else "false")
     times = {**seconds, "trial": trial_seconds}
-    tracking.log_metrics(client, run_id, {f"{TIME_PREFIX}{phase}_s": value for phase, value in times.items()})
+    tracking.log_metrics(client, run_id, {f"{tracking.TIME_PREFIX}{phase}_s": value for phase, value in times.items()})
 
 
 def replicate_configs(cfg, replicates: int) -> list:
@@ -221,7 +220,6 @@ def _train_and_evaluate_once(spec: SweepSpec, context: TrialContext, cfg, trial_
         tune.report({**reading, "mlflow_run_id": run_id})  # a scheduler that stops the trial ends it here
 
 
-EPOCH_TIME_PREFIX = "epoch_time/"  # with every epoch read: each epoch's seconds by phase, logged at its step
 
 
 def _log_epoch_seconds(client, run_id: str, epoch: int, before: dict[str, float], after: dict[str, float]) -> None:
@@ -230,7 +228,7 @@ def _log_epoch_seconds(client, run_id: str, epoch: int, before: dict[str, float]
     phases = {"train": spent.get("train_ray_train", 0.0) + spent.get("train_prepare", 0.0),
               "generation": spent.get("evaluation_generation", 0.0),
               "judging": spent.get("evaluation_other", 0.0)}
-    tracking.log_new_metrics(client, run_id, {f"{EPOCH_TIME_PREFIX}{name}_s": value for name, value in phases.items()},
+    tracking.log_new_metrics(client, run_id, {f"{tracking.EPOCH_TIME_PREFIX}{name}_s": value for name, value in phases.items()},
                              step=epoch)
 
 
@@ -297,7 +295,7 @@ def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path,
         client.set_tag(run_id, RACED_TAG, f"after {stop['slices_read']} of {stop['slices']} slices: {stop['reason']}")
         # What the slices left unread would have cost, at the pace of those read (sweeps.report sums it).
         spent = sum(evaluation.phase_seconds.values())
-        seconds[RACING_SAVED] = seconds.get(RACING_SAVED, 0.0) + spent * (
+        seconds[tracking.RACING_SAVED] = seconds.get(tracking.RACING_SAVED, 0.0) + spent * (
             stop["slices"] - stop["slices_read"]) / stop["slices_read"]
     for phase, value in evaluation.phase_seconds.items():
         seconds[f"evaluation_{phase}"] = seconds.get(f"evaluation_{phase}", 0.0) + value
@@ -308,7 +306,6 @@ def _evaluate(spec: SweepSpec, context: TrialContext, aligned, checkpoint: Path,
 
 
 RACED_TAG = "racing.stopped"  # where and why a raced evaluation of the trial stopped
-RACING_SAVED = "racing_saved"  # seconds racing saved the trial, logged as time/racing_saved_s
 
 
 def _race(spec: SweepSpec, context: TrialContext):
@@ -353,7 +350,7 @@ def find_repeat(client, context: TrialContext, run_id: str, params: dict[str, st
 
 def _reuse(client, run_id: str, earlier) -> dict[str, float]:
     """Record an earlier trial's result as this trial's (its checkpoint and metrics), saying so; return the metrics."""
-    metrics = {k: v for k, v in earlier.data.metrics.items() if not k.startswith((TIME_PREFIX, "train"))}
+    metrics = {k: v for k, v in earlier.data.metrics.items() if not k.startswith((tracking.TIME_PREFIX, "train"))}
     tracking.log_metrics(client, run_id, metrics)
     client.set_tag(run_id, REUSED_TAG, earlier.data.tags.get(tracking.TRIAL_ID_TAG, earlier.info.run_id))
     for tag in (CHECKPOINT_TAG, "judge", tracking.COLLAPSED_TAG):

@@ -64,7 +64,7 @@ def test_trials_a_killed_driver_left_running_in_the_study_are_failed(tmp_path):
     study.tell(study.ask(), [1.0, 2.0])
     study.ask()  # asked for, never run: what a driver killed between ask and Tune's save leaves behind
 
-    assert fail_orphan_trials(spec) == 1
+    assert fail_orphan_trials(spec.optuna.storage, spec.study_name) == 1
     assert [t.state.name for t in optuna.load_study(study_name=spec.study_name, storage=url).trials] == \
         ["COMPLETE", "FAIL"]
 

@@ -56,18 +56,18 @@ def test_a_tune_search_writes_its_study_to_sqlite(tmp_path, local_ray):
 
     # The study now holds trials: a new sweep under its name is refused, a resumed one may go on.
     with pytest.raises(ConfigError, match="optuna.study_name: study 'stored' already holds 4 trials"):
-        check_study_storage(spec, resume=False)
-    check_study_storage(spec, resume=True)
+        check_study_storage(spec.optuna.storage, spec.study_name, resume=False)
+    check_study_storage(spec.optuna.storage, spec.study_name, resume=True)
 
 
 def test_storage_problems_are_named_before_ray_starts(tmp_path):
     fresh = spec_with("name=fresh", f"optuna.storage=sqlite:///{tmp_path}/optuna.db")
-    check_study_storage(fresh, resume=False)  # an empty database suits a new sweep
+    check_study_storage(fresh.optuna.storage, fresh.study_name, resume=False)  # an empty database suits a new sweep
     with pytest.raises(ConfigError, match="--resume: study 'fresh' is not in optuna.storage"):
-        check_study_storage(fresh, resume=True)
+        check_study_storage(fresh.optuna.storage, fresh.study_name, resume=True)
     missing_folder = spec_with(f"optuna.storage=sqlite:///{tmp_path}/nowhere/optuna.db")
     with pytest.raises(ConfigError, match="optuna.storage: .*folder .*nowhere does not exist"):
-        check_study_storage(missing_folder, resume=False)
+        check_study_storage(missing_folder.optuna.storage, missing_folder.study_name, resume=False)
     assert not ray.is_initialized()
 
 

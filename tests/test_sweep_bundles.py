@@ -52,9 +52,11 @@ def test_a_bundle_sets_its_fields_together_and_is_sampled_by_name(sources):
 
 def test_every_bundle_is_checked_with_the_largest_data_before_ray_starts(sources):
     pairs, chain = sources
-    check_data(bundled(pairs, chain))  # 8 harmful SafeChain rows, 20 pairs rows: size 8 fits both
+    spec = bundled(pairs, chain)
+    check_data(spec.base, spec.search_space)  # 8 harmful SafeChain rows, 20 pairs rows: size 8 fits both
     with pytest.raises(ConfigError, match=r"data.size: 9 rows asked for.*only 8 rows with label.*search_space.data=chain"):
-        check_data(bundled(pairs, chain, sizes="[4, 9]"))
+        wider = bundled(pairs, chain, sizes="[4, 9]")
+        check_data(wider.base, wider.search_space)
     assert not ray.is_initialized()
 
 
