@@ -9,12 +9,9 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:
-    from bench.gpu_check import Sizes
+from bench.gpu_sizes import Sizes
 
 
 def synchronize(device: torch.device) -> None:
