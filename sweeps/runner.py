@@ -64,10 +64,10 @@ def _spec_changes(spec_params: dict[str, str], logged: dict[str, str]) -> list[s
     return sorted(k for k in keys if not k.startswith(RESUMABLE_CHANGES) and spec_params.get(k) != logged.get(k))
 
 
-def _check_resumed_environment(client, spec: SweepSpec, experiment_id: str, record: dict,
+def _check_resumed_environment(client, experiment_id: str, experiment_path: str, record: dict,
                                accept_changes: bool) -> list[str]:
     """Return the accepted changes since the resumed sweep's recorded provenance; ConfigError when not accepted."""
-    found = tracking.find_sweep_run(client, experiment_id, spec.experiment_path)
+    found = tracking.find_sweep_run(client, experiment_id, experiment_path)
     if found is None:
         return []
     return provenance.check_resume(client, found.info.run_id, record, accept_changes)
@@ -111,12 +111,11 @@ def _loggable_spec(spec: SweepSpec) -> dict:
     return scrub(data)
 
 
-def _evaluate_base(client, service, spec: SweepSpec, parent_run_id: str) -> dict[str, float]:
+def _evaluate_base(client, service, parent_run_id: str, objectives: list[str], out_dir: Path) -> dict[str, float]:
     """Return the base model's metrics, evaluating it once per sweep (a resumed sweep reuses the logged ones)."""
     base = base_point(client.get_run(parent_run_id).data.metrics)
-    if all(o.name in base for o in spec.objectives):
+    if all(name in base for name in objectives):
         return base
-    out_dir = Path(spec.base.output_dir) / "evaluations" / spec.name / "base_model"
     evaluation = service.evaluate(out_dir=out_dir)
     base = result_metrics(evaluation)
     tracking.log_metrics(client, parent_run_id, {f"base_model/{k}": v for k, v in base.items()})
@@ -267,7 +266,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1, accept
         record = provenance.sweep_record(service)  # hashes the base model, once per sweep
         client = tracking.client(tracking_uri)
         experiment_id = tracking.experiment_id(client, spec.experiment_name)
-        accepted = _check_resumed_environment(client, spec, experiment_id, record, accept_changes) if resume else []
+        accepted = _check_resumed_environment(client, experiment_id, spec.experiment_path, record,
+                                              accept_changes) if resume else []
         if not ray.is_initialized():
             init_local_ray(configure_logging=False)
         service.start()
@@ -279,7 +279,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, verbose: int = 1, accept
             provenance.record_resume(client, parent_run_id, record, accepted)
         else:
             provenance.log_record(client, parent_run_id, record)
-        base = _evaluate_base(client, service, spec, parent_run_id)
+        base = _evaluate_base(client, service, parent_run_id, list(spec.directions()),
+                              Path(spec.base.output_dir) / "evaluations" / spec.name / "base_model")
         print("base model: " + ", ".join(f"{o.name}={format_reading(base, o.name)}" for o in spec.objectives),
               flush=True)
 
