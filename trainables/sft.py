@@ -259,6 +259,7 @@ class _SFTRecipe:
                                        and self.step >= stop_after_epoch * self.per_epoch)
 
     def epochs_left(self) -> range:
+        """Put the model in training mode and return the epochs that remain (from the resumed one on)."""
         self.model.train()
         return range(self.step // self.per_epoch, math.ceil(self.total_steps / self.per_epoch))
 
