@@ -62,11 +62,6 @@ class EvalResult:
                    incoherent_rate=top.get("incoherent_rate"), collapsed=bool(top.get("collapsed")), **rest)
 
     @property
-    def intervals(self) -> dict[str, tuple[float, float]]:
-        """Return each headline number's 95% interval."""
-        return {name: reading.interval for name, reading in self.readings.items()}
-
-    @property
     def counts(self) -> dict[str, int]:
         """Return how many replies each headline number counts."""
         return {name: reading.n for name, reading in self.readings.items()}

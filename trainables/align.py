@@ -27,7 +27,7 @@ from trainables.locations import resolve_model
 from trainables.schema import ConfigError
 from trainables.checkpoints import read_training_log
 from trainables.sft import Features, load_tokenizer, steps_per_epoch, tokenize_examples
-from trainables.train_session import session_class
+from trainables.train_session import TrainSession, session_class
 
 
 # Ray Train's controller takes one report per worker each time it polls them (trainables.ray_backend
@@ -223,7 +223,7 @@ def _train_worker(config: dict) -> dict | None:
     run: PreparedRun = config["run"]
 
     # Setup: the session, the model with its resumed weights, wrapped for data parallelism.
-    session = session_class(cfg)(cfg, config["storage_path"], config["run_name"])
+    session: TrainSession = session_class(cfg)(cfg, config["storage_path"], config["run_name"])
     rank, world_size = session.rank, session.world_size
     torch.set_num_threads(session.cpu_threads(cfg))
     device = session.device()

@@ -117,7 +117,8 @@ def mix_reasoning(safety: list[Example], reasoning: list[Example], fraction: flo
 
 
 class Table:
-    """The records of one dataset as columns and rows; a Hub dataset's, or a local file's (`trainables.tables`)."""
+    """A local file's records (`trainables.tables`) with the part of a Hub `datasets.Dataset`'s interface that
+    `load_examples` reads: `column_names`, `len`, a column by name, and `select(indices)`."""
 
     def __init__(self, rows: list[dict], columns: list[str]):
         # A record lacking a column holds None there, as a Hub dataset's does.
@@ -134,8 +135,10 @@ class Table:
         return [self.rows[i] for i in indices]
 
 
-def _open(path: str, split: str) -> tuple[Table, str]:
-    """Return (the records at `path`, a phrase naming them for messages); raise ConfigError if they cannot be read."""
+def _open(path: str, split: str):
+    """Return (the records at `path`, a phrase naming them for messages); raise ConfigError if they cannot be read.
+
+    A Hub dataset stays a `datasets.Dataset`, read lazily: only the selected rows become Python values."""
     file = Path(path).expanduser()
     if data_kind(path) == "hub":
         import datasets  # slow import: only for a Hub dataset
@@ -145,7 +148,7 @@ def _open(path: str, split: str) -> tuple[Table, str]:
         except (OSError, ValueError) as err:  # offline, unknown id, unknown split, missing config
             raise ConfigError(f"data.path: cannot load Hub dataset {path!r} split {split!r}: {err}. Without "
                               f"Hub access, point data.path at a local .json/.jsonl/.csv/.parquet file") from None
-        return Table([dict(row) for row in dataset], list(dataset.column_names)), f"Hub dataset {path} (split {split})"
+        return dataset, f"Hub dataset {path} (split {split})"
     where = f"file {file}"
     if not file.exists():
         raise ConfigError(f"data.path: file {file} does not exist")
