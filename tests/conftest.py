@@ -20,6 +20,22 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# The modules that take most of the suite's time (docs/benchmarks.md, "The test suite"), heaviest first.
+# `pytest -n` hands out whole modules in collection order, so these start first and the short modules fill
+# in around them, instead of one long module starting last while the other workers sit idle.
+HEAVIEST_MODULES = ("test_sweep_run.py", "test_sweep_faults.py", "test_cluster_rehearsal.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order modules: the heaviest, then those with slow tests, then the rest; tests keep their order within."""
+    def weight(module: str) -> int:
+        if module in HEAVIEST_MODULES:
+            return HEAVIEST_MODULES.index(module)
+        return len(HEAVIEST_MODULES) + (0 if module in slow_modules else 1)
+
+    slow_modules = {item.path.name for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: weight(item.path.name))  # stable: the order within each module is kept
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -73,9 +89,10 @@ def free_port() -> int:
         ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         ephemeral_low = 32768
-    candidates = list(range(20000, max(20001, ephemeral_low)))
-    random.shuffle(candidates)
-    for port in candidates[:200]:
+    # The system's randomness, not the `random` module's: tests seed that one (training does), and two
+    # test processes (pytest -n) seeded alike would pick the same ports at once.
+    candidates = range(20000, max(20001, ephemeral_low))
+    for port in random.SystemRandom().sample(candidates, min(200, len(candidates))):
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -121,7 +138,9 @@ def client_env(home: Path, **auth: str) -> dict[str, str]:
     An empty `home` has no ~/.ray/auth_token, so with no `auth` the client presents no token at all.
     """
     env = {k: v for k, v in os.environ.items() if k not in AUTH_VARIABLES}
-    return {**env, "HOME": str(home), **auth}
+    # This interpreter's scripts (`ray`) first, also when its venv was not activated.
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return {**env, "HOME": str(home), "PATH": path, **auth}
 
 
 def join_ray(address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
