@@ -1,6 +1,6 @@
 """Real sweeps on CPU: Ray Tune + Optuna run trials, Ray Train trains, Serve evaluates, MLflow records the front.
 
-Each test costs minutes on 2 cores (every trial starts Ray Train workers), so all are marked slow.
+Each test runs one or more real sweeps (tens of seconds to minutes each on 2 cores), so all are marked slow.
 """
 
 from __future__ import annotations
@@ -266,9 +266,10 @@ def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, t
 
 
 def test_resume_after_the_driver_is_killed(tmp_path, tiny_assets, tiny_model_dir):
+    # In local mode, as sweeps train by default: a trial is in flight for seconds (its actor's start-up, training,
+    # evaluation), and the sweep saves Tune's state every second (runner.STATE_SAVE_PERIOD_S), so the state the
+    # kill waits for below is saved while it runs.
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=3)
-    # On Train workers: a worker group's start-up keeps a trial in flight long enough to be seen running.
-    data["base"]["scaling"]["num_workers"] = 1
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
     # The study in RDB storage, so what Optuna recorded can be read after the driver dies.
     overrides = [*store_overrides(tmp_path, "resume-test"), f"optuna.storage=sqlite:///{tmp_path}/optuna.db"]
