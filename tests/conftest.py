@@ -17,6 +17,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Idle OpenMP threads sleep instead of spinning. The tests run several torch processes on few cores (pytest -n,
+# a sweep's trials beside its Serve replicas, CI's vLLM tests beside the suite), and libgomp's spinning threads
+# take the cores the others need: three tiny-model trainings at once took 79 s spinning and 23 s sleeping, two 49
+# and 15 s; one alone is slower sleeping, 15 s against 9 (bench/omp_wait.py, docs/benchmarks.md). It changes no
+# arithmetic, only how idle threads wait.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -89,7 +89,9 @@ def test_the_cli_refuses_early_stopping_without_epoch_readings_before_ray_starts
     assert done.returncode == 2 and "early_stopping" in done.stderr and "evaluate_epochs=every" in done.stderr
 
 
-def test_a_trial_stopped_at_an_epoch_keeps_its_readings_and_says_why(tmp_path, tiny_assets, tiny_model_dir, capsys):
+def test_a_trial_stopped_at_an_epoch_keeps_its_readings_and_says_why(tmp_path, tiny_assets, tiny_model_dir, capsys,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts under the working directory
     # The random-weight model replies with noise, so its first epoch is flagged collapsed: stop_collapsed stops
     # every trial there, and the run must show it (tags, status, one epoch read, Tune's last result).
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=2, evaluate_epochs="every",

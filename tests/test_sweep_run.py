@@ -222,7 +222,9 @@ def _described(process: psutil.Process) -> str:
 
 
 @pytest.mark.parametrize("mode", ["every", "fidelity"])
-def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, tiny_assets, tiny_model_dir, mode):
+def test_every_epoch_is_read_reported_to_tune_and_logged_at_its_step(tmp_path, tiny_assets, tiny_model_dir, mode,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts under the working directory
     data = random_model_spec(tiny_assets, tiny_model_dir, num_samples=1, evaluate_epochs=mode,
                              search_space={"data.size": {"choice": [16]}})
     data["base"]["train"].update(epochs=3, max_steps=None, scheduler="constant")
