@@ -82,6 +82,7 @@ def test_a_tune_search_hands_each_trials_constraints_to_optuna(tmp_path, local_r
 
 
 def test_records_say_feasible_and_pareto_names_the_cheapest_feasible_trial(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts, and the note's relative study, here
     spec = spec_with(CONSTRAINTS, "mlflow.experiment=constraints")
     uri = tracking.check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     client = tracking.client(uri)
@@ -110,7 +111,6 @@ def test_records_say_feasible_and_pareto_names_the_cheapest_feasible_trial(tmp_p
     assert "cheapest feasible trial (harmful_score <= 10 and reasoning_accuracy >= 50): c" in note
     assert "optuna-dashboard sqlite:///optuna.db" in note
 
-    monkeypatch.chdir(tmp_path)
     assert main(["pareto", "--experiment", "constraints", "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     assert ("cheapest feasible trial (harmful_score <= 10 and reasoning_accuracy >= 50): c "

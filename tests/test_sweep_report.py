@@ -30,28 +30,32 @@ def store(tmp_path_factory):
     Module-scoped because creating an MLflow SQLite store takes seconds; tests only add tags and artifacts.
     """
     tmp_path = tmp_path_factory.mktemp("mlflow")
-    uri = tracking.check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    client = tracking.client(uri)
-    spec = load_spec(TINY_SPEC, ["mlflow.experiment=report-test"])
-    experiment = tracking.experiment_id(client, spec.experiment_name)
-    parent = tracking.start_sweep_run(client, experiment, str(tmp_path / "tune" / "tiny"), "sweep-tiny", {})
-    parent_id = parent.info.run_id
-    tracking.log_params(client, parent_id, tracking.flatten_params(_loggable_spec(spec)))
-    tracking.log_metrics(client, parent_id, {"base_model/harmful_score": 95.0, "base_model/reasoning_accuracy": 92.0})
-    for trial_id, harmful, accuracy, size in TRIALS:
-        run_id = tracking.trial_run(client, experiment, parent_id, trial_id, run_name=f"tiny-{trial_id}").info.run_id
-        tracking.log_params(client, run_id, {"data.size": str(size), "train.learning_rate": "0.001",
-                                             "train.epochs": "2", "reasoning_mix": "0.1"})
-        if harmful is None:
-            tracking.mark_failed(client, run_id, "Traceback ...\nRuntimeError: worker died")
-        else:
-            tracking.log_metrics(client, run_id, {"harmful_score": harmful, "reasoning_accuracy": accuracy})
-            if trial_id == "t2":  # a newer run: its readings carry n and a 95% interval
-                tracking.log_metrics(client, run_id, {"harmful_score_ci_low": 1.8, "harmful_score_ci_high": 40.4,
-                                                      "harmful_score_n": 10})
-            client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if trial_id == "t4" else "false")
-            client.set_terminated(run_id, "FINISHED")
-    return uri, client, spec, experiment, parent_id
+    # The module runs in its own folder: MLflow puts a SQLite store's artifacts under the working directory,
+    # and the tiny spec's relative study file resolves there.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        uri = tracking.check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+        client = tracking.client(uri)
+        spec = load_spec(TINY_SPEC, ["mlflow.experiment=report-test"])
+        experiment = tracking.experiment_id(client, spec.experiment_name)
+        parent = tracking.start_sweep_run(client, experiment, str(tmp_path / "tune" / "tiny"), "sweep-tiny", {})
+        parent_id = parent.info.run_id
+        tracking.log_params(client, parent_id, tracking.flatten_params(_loggable_spec(spec)))
+        tracking.log_metrics(client, parent_id, {"base_model/harmful_score": 95.0, "base_model/reasoning_accuracy": 92.0})
+        for trial_id, harmful, accuracy, size in TRIALS:
+            run_id = tracking.trial_run(client, experiment, parent_id, trial_id, run_name=f"tiny-{trial_id}").info.run_id
+            tracking.log_params(client, run_id, {"data.size": str(size), "train.learning_rate": "0.001",
+                                                 "train.epochs": "2", "reasoning_mix": "0.1"})
+            if harmful is None:
+                tracking.mark_failed(client, run_id, "Traceback ...\nRuntimeError: worker died")
+            else:
+                tracking.log_metrics(client, run_id, {"harmful_score": harmful, "reasoning_accuracy": accuracy})
+                if trial_id == "t2":  # a newer run: its readings carry n and a 95% interval
+                    tracking.log_metrics(client, run_id, {"harmful_score_ci_low": 1.8, "harmful_score_ci_high": 40.4,
+                                                          "harmful_score_n": 10})
+                client.set_tag(run_id, tracking.COLLAPSED_TAG, "true" if trial_id == "t4" else "false")
+                client.set_terminated(run_id, "FINISHED")
+        yield uri, client, spec, experiment, parent_id
 
 
 def test_child_runs_are_found_by_trial_id_not_duplicated(store):
