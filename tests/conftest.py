@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
+
 # Keep every test off the network and off the user's caches.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -117,7 +119,7 @@ def http_port():
     from ray import serve
 
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    start_ray(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()

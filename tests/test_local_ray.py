@@ -58,3 +58,49 @@ def test_a_replica_this_machine_cannot_hold_fails_at_once_naming_the_resource_an
                     "(tests/test_vllm_serve.py checks that)")
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert "asks for {GPU: 1}" in out.stderr and "placement_bundles=[{CPU: 1}]" in out.stderr, out.stderr[-2000:]
+
+
+def test_a_node_that_times_out_while_starting_is_started_again_and_its_leftovers_ended(monkeypatch, capsys):
+    # Ray's 30 s for a raylet to register cannot be missed on purpose here, so the first ray.init raises what
+    # Ray raises then, after starting a process as a failed start leaves its GCS and raylet; the second is real.
+    import psutil
+    import ray
+
+    from trainables import local_ray
+
+    real_init, calls, leftovers = ray.init, [], []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            leftovers.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"]))
+            raise Exception("The current node timed out during startup. This could happen because some of the "
+                            "raylet failed to startup or the GCS has become overloaded.")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(ray, "init", init)
+    try:
+        local_ray.start_ray(num_cpus=1, include_dashboard=False, logging_level=logging.WARNING)
+        assert ray.is_initialized() and len(calls) == 2
+    finally:
+        ray.shutdown()
+    assert leftovers[0].poll() is not None, "what the failed start left running was not ended"
+    assert not psutil.pid_exists(leftovers[0].pid) or psutil.Process(leftovers[0].pid).status() == psutil.STATUS_ZOMBIE
+    assert "starting Ray again, attempt 2 of 3" in capsys.readouterr().err
+
+
+def test_any_other_start_failure_is_raised_at_once(monkeypatch):
+    import ray
+
+    from trainables import local_ray
+
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        raise ValueError("num_cpus must be a number")
+
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(ValueError, match="num_cpus"):
+        local_ray.start_ray(num_cpus="two")
+    assert len(calls) == 1

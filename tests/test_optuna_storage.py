@@ -12,6 +12,7 @@ from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.runner import _loggable_spec
 from sweeps.search_space import build_searcher, check_study_storage, tune_param_space
 from trainables.schema import ConfigError
+from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
 
 SMALL_GRID = "search_space={data.size: {choice: [15, 30]}, train.epochs: {int: [1, 2]}}"
 NO_START = "initial_points=[]"  # the default sweep's points set fields this space does not search
@@ -23,7 +24,7 @@ def spec_with(*overrides):
 
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    start_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 

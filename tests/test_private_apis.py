@@ -17,12 +17,13 @@ import pytest
 import ray
 
 from trainables import private_apis
+from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
 
 RAY, OPTUNA = f"Ray {ray.__version__}", f"Optuna {optuna.__version__}"
 
 
 def test_the_head_node_still_carries_the_resource_that_places_a_driver_there():
-    ray.init(num_cpus=1, include_dashboard=False, logging_level=logging.WARNING)
+    start_ray(num_cpus=1, include_dashboard=False, logging_level=logging.WARNING)
     try:
         [node] = ray.nodes()
         assert private_apis.HEAD_NODE_RESOURCE in node["Resources"], (

@@ -14,6 +14,7 @@ from evaluators.service import EvaluatorService  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from trainables.schema import build  # noqa: E402
 from trainables.tiny.lrm import ensure_tiny_lrm  # noqa: E402
+from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
 
 
 @pytest.mark.slow
@@ -21,7 +22,7 @@ def test_tiny_lrm_scores_through_serve(tmp_path):
     port = free_port()  # outside the ephemeral range, so Ray's own servers cannot take it first
     cfg = build(EvalConfig, {"benchmarks": ["tiny-arith", "tiny-harmful"], "limit": 40, "http_port": port,
                              "cache_dir": None, "num_cpus_per_replica": 1, "generation": {"max_new_tokens": 160}})
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    start_ray(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         ensure_tiny_lrm()  # built once per machine (minutes on 2 cores), then cached
         with EvaluatorService(cfg, "tiny://lrm") as service:

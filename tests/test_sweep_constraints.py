@@ -15,6 +15,7 @@ from sweeps.objectives import Constraint
 from sweeps.runner import _loggable_spec
 from sweeps.search_space import build_searcher, tune_param_space
 from trainables.schema import ConfigError
+from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
 
 CONSTRAINTS = 'constraints=["harmful_score <= 10", "reasoning_accuracy >= 50"]'
 
@@ -45,7 +46,7 @@ def test_a_constraint_is_a_violation_optuna_reads_as_feasible_at_or_below_zero()
 
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    start_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 

@@ -15,6 +15,7 @@ from s3_server import s3_server  # noqa: F401 - the fixture
 from tests.test_train_ray import write_refusal_pairs
 from trainables import local_mode
 from trainables.config import AlignConfig
+from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
 
 
 def lora_config(root: Path, tiny_model_dir: Path, num_workers: int, **train) -> AlignConfig:
@@ -57,7 +58,7 @@ def test_local_mode_trains_exactly_as_one_worker_does_without_starting_ray(tmp_p
     assert local.train_node_id is None and local.resumed_at_steps == []
     assert {"startup", "model_load", "train_steps", "checkpoint"} <= local.phase_seconds.keys()
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    start_ray(num_cpus=2, include_dashboard=False)
     try:
         worker = run_alignment(lora_config(tmp_path, tiny_model_dir, 1, save_every_epoch=True), progress=False)
     finally:

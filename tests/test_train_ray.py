@@ -10,6 +10,7 @@ import torch
 
 from trainables.config import AlignConfig
 from trainables.tiny import tasks
+from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
 
 
 def write_refusal_pairs(path, n: int | None = None) -> None:
@@ -23,7 +24,7 @@ def write_refusal_pairs(path, n: int | None = None) -> None:
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    start_ray(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 

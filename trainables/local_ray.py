@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from trainables.private_apis import PLACEMENT_GROUP_CLEANER_LOGGER, existing_cluster_address
@@ -48,13 +49,21 @@ def started_here() -> bool:
 REFUSED_TOKEN = "InvalidAuthToken"
 
 
+# Ray gives a starting node's raylet 30 s to register with its GCS (a constant in Ray 2.60's node.py, with no
+# setting), and raises this when it does not. A machine busy with other work can miss that window; the start
+# is tried again, after ending the processes the failed start left behind.
+START_TIMED_OUT = "timed out during startup"
+START_ATTEMPTS = 3
+
+
 def init_local_ray(**kwargs: Any) -> None:
     """`ray.init` without the dashboard, for a command that starts its own session; kwargs go to `ray.init`.
 
     Where a cluster is already running (RAY_ADDRESS, or `ray start` on this node), `ray.init` joins it,
     dashboard and all, and the hook is harmless there. A session started here keeps Ray's default token
     authentication (a token in ~/.ray/auth_token, made on first use); a cluster that refuses this
-    process's token is a ConfigError that says how to get the right one.
+    process's token is a ConfigError that says how to get the right one. A session started here is
+    started again if its node times out while starting (`start_ray`).
     """
     import ray
 
@@ -63,7 +72,10 @@ def init_local_ray(**kwargs: Any) -> None:
     global _started_here
     joins = kwargs.get("address") not in (None, "local") or existing_cluster_address() is not None
     try:
-        ray.init(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
+        if joins:
+            ray.init(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
+        else:
+            start_ray(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
         _started_here = not joins
     except ConnectionError as err:
         if REFUSED_TOKEN not in f"{err} {err.__cause__}":
@@ -73,3 +85,40 @@ def init_local_ray(**kwargs: Any) -> None:
             "another cluster's). Fetch the cluster's token and point Ray at it: RAY_AUTH_MODE=token "
             "RAY_AUTH_TOKEN_PATH=<file> (docs/cluster.md, Authentication); on the cluster's head it is "
             "~/.ray/auth_token") from None
+
+
+def start_ray(**kwargs: Any) -> None:
+    """`ray.init(**kwargs)` for a new local session, started again when its node times out while starting."""
+    import ray
+
+    for attempt in range(1, START_ATTEMPTS + 1):
+        before = _child_processes()
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for a node that did not start
+            if START_TIMED_OUT not in str(err) or attempt == START_ATTEMPTS:
+                raise
+            ray.shutdown()
+            _end(_child_processes() - before)
+            print(f"Ray's node did not register within Ray's 30 s (a busy machine?); starting Ray again, attempt "
+                  f"{attempt + 1} of {START_ATTEMPTS}", file=sys.stderr, flush=True)
+
+
+def _child_processes() -> set:
+    """Return this process's descendants (psutil.Process objects)."""
+    import psutil
+
+    return set(psutil.Process().children(recursive=True))
+
+
+def _end(processes: set) -> None:
+    """SIGKILL what a failed Ray start left running (its GCS, raylet and agents), and wait for them to go."""
+    import psutil
+
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(list(processes), timeout=30)
