@@ -43,7 +43,7 @@ TRAIN_TYPE, EVALUATOR_TYPE = "gpu8_h100", "gpu1_h100"
 # token" for its lifetime, and on a fresh machine `ray start` writes the file only once it is running.
 RAY_AUTH_TOKEN = "ray get-auth-token --generate"
 RAY_START = ("ray start --head --port={gcs_port} --num-cpus=2 --temp-dir={temp_dir} --dashboard-host=127.0.0.1 "
-             "--dashboard-port={dashboard_port} --ray-client-server-port={client_port} "
+             "--dashboard-port={dashboard_port} --dashboard-agent-listen-port={agent_port} --ray-client-server-port={client_port} "
              "--autoscaling-config={cluster_config}")
 MLFLOW_SERVER = ("mlflow server --host 127.0.0.1 --port {mlflow_port} --backend-store-uri sqlite:///{mlflow_db} "
                  "--artifacts-destination s3://safetytax/mlflow-artifacts --workers 1")
@@ -258,8 +258,10 @@ def rehearsal(tmp_path, monkeypatch):
     from trainables.tiny.lrm import ensure_tiny_lrm
 
     ensure_tiny_lrm()  # built once and cached; the job would otherwise build it
-    ports = {name: free_port() for name in ("gcs_port", "dashboard_port", "client_port", "mlflow_port",
-                                           "serve_port")}
+    # The job agent's port too: every local Ray session on the machine (another test's sweep, a killed sweep's
+    # orphaned agent) binds Ray's default 52365, and a head whose agent cannot listen takes no jobs.
+    ports = {name: free_port() for name in ("gcs_port", "dashboard_port", "agent_port", "client_port",
+                                           "mlflow_port", "serve_port")}
     values = {**ports, "temp_dir": f"/tmp/st-ray-{os.getpid()}", "repo": str(REPO), "job_id": JOB_ID,
               "runs": str(tmp_path / "runs"), "mlflow_db": str(tmp_path / "mlflow.db"),
               "optuna_db": str(tmp_path / "optuna.db"),

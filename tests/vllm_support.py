@@ -13,7 +13,7 @@ import pytest
 from conftest import free_port
 
 from evaluators.stats import wilson_interval  # noqa: F401 - the tests use the readings' own interval
-from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
+from trainables.local_ray import start_ray as start_local_ray  # ray.init, again if the node start times out
 
 
 def _vllm_missing() -> str | None:
@@ -44,7 +44,7 @@ def start_ray() -> int:
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default would take far more
     port = free_port()
-    start_ray(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
+    start_local_ray(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     return port
 
