@@ -39,7 +39,6 @@ def start_ray() -> int:
 
     Logical CPUs, not cores: the engine's bundle, its replica and a transformers replica must all fit.
     """
-    import ray
     from ray import serve
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default would take far more
