@@ -72,10 +72,8 @@ def init_local_ray(**kwargs: Any) -> None:
     global _started_here
     joins = kwargs.get("address") not in (None, "local") or existing_cluster_address() is not None
     try:
-        if joins:
-            ray.init(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
-        else:
-            start_ray(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
+        start = ray.init if joins else start_ray  # only a session started here has a node start to retry
+        start(include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK}, **kwargs)
         _started_here = not joins
     except ConnectionError as err:
         if REFUSED_TOKEN not in f"{err} {err.__cause__}":
