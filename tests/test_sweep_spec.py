@@ -65,14 +65,17 @@ def test_a_grid_cannot_ask_for_more_trials_than_points():
 
 
 def test_initial_points_reach_optuna_first_and_a_grid_refuses_them():
-    from sweeps.search_space import build_searcher
+    from sweeps.search_space import build_searcher, tune_param_space
 
     points = "initial_points=[{data.size: 60, train.learning_rate: 2.0e-3, train.epochs: 4, reasoning_mix: 0.3}]"
     assert spec_with().initial_points == []  # the embedded default finds its front with the sampler alone
-    spec = spec_with(points)
+    spec = spec_with(points, "optuna.storage=null")  # the study in memory: the default's file is relative to cwd
     assert spec.initial_points[0] == {"data.size": 60, "train.learning_rate": 2.0e-3, "train.epochs": 4,
                                       "reasoning_mix": 0.3}
-    assert build_searcher(spec)._points_to_evaluate == spec.initial_points
+    searcher = build_searcher(spec)
+    searcher.set_search_properties(None, None, tune_param_space(spec.search_space))  # as the Tuner does
+    assert searcher.suggest("first") == spec.initial_points[0]
+    assert searcher.suggest("second") != spec.initial_points[0]  # then the sampler's own
     assert spec_with(points, "num_samples=1").num_samples == 1  # fewer trials than points: the first ones are tried
     with pytest.raises(ConfigError, match=r"initial_points: the grid sampler tries every point itself"):
         spec_with("sampler=grid", "num_samples=2", "search_space={data.size: {choice: [15, 60]}}",
