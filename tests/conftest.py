@@ -25,6 +25,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # and 15 s; one alone is slower sleeping, 15 s against 9 (bench/omp_wait.py, docs/benchmarks.md). It changes no
 # arithmetic, only how idle threads wait.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The MLflow servers the tests start (the outage test, the cluster rehearsal) run no MLflow jobs: the project
+# uses none, and each server's eight job-consumer processes took 17-19 of its 33-34 CPU-seconds over its first
+# minute, on the cores the tests share (measured with `mlflow server` alone, two runs each way).
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
