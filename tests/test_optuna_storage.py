@@ -11,8 +11,8 @@ from sweeps import tracking
 from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.runner import _loggable_spec
 from sweeps.search_space import build_searcher, check_study_storage, tune_param_space
-from trainables.schema import ConfigError
 from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
+from trainables.schema import ConfigError
 
 SMALL_GRID = "search_space={data.size: {choice: [15, 30]}, train.epochs: {int: [1, 2]}}"
 NO_START = "initial_points=[]"  # the default sweep's points set fields this space does not search

@@ -12,9 +12,9 @@ from ray import serve  # noqa: E402
 from evaluators.config import EvalConfig  # noqa: E402
 from evaluators.service import EvaluatorService  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from trainables.local_ray import start_ray  # noqa: E402 - ray.init, started again if its node start times out
 from trainables.schema import build  # noqa: E402
 from trainables.tiny.lrm import ensure_tiny_lrm  # noqa: E402
-from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ from sweeps.loader import TINY_SPEC, load_spec
 from sweeps.objectives import Constraint
 from sweeps.runner import _loggable_spec
 from sweeps.search_space import build_searcher, tune_param_space
-from trainables.schema import ConfigError
 from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
+from trainables.schema import ConfigError
 
 CONSTRAINTS = 'constraints=["harmful_score <= 10", "reasoning_accuracy >= 50"]'
 
@@ -83,7 +83,7 @@ def test_a_tune_search_hands_each_trials_constraints_to_optuna(tmp_path, local_r
 
 
 def test_records_say_feasible_and_pareto_names_the_cheapest_feasible_trial(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts, and the note's relative study, here
+    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts under the working directory
     spec = spec_with(CONSTRAINTS, "mlflow.experiment=constraints")
     uri = tracking.check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     client = tracking.client(uri)

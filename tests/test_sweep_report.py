@@ -30,8 +30,7 @@ def store(tmp_path_factory):
     Module-scoped because creating an MLflow SQLite store takes seconds; tests only add tags and artifacts.
     """
     tmp_path = tmp_path_factory.mktemp("mlflow")
-    # The module runs in its own folder: MLflow puts a SQLite store's artifacts under the working directory,
-    # and the tiny spec's relative study file resolves there.
+    # The store is made in its own folder: MLflow puts a SQLite store's artifacts under the working directory.
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)
         uri = tracking.check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")

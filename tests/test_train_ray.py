@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from trainables.config import AlignConfig
-from trainables.tiny import tasks
 from trainables.local_ray import start_ray  # ray.init, started again if Ray's node start times out
+from trainables.tiny import tasks
 
 
 def write_refusal_pairs(path, n: int | None = None) -> None:
