@@ -49,10 +49,11 @@ def started_here() -> bool:
 REFUSED_TOKEN = "InvalidAuthToken"
 
 
-# Ray gives a starting node's raylet 30 s to register with its GCS (a constant in Ray 2.60's node.py, with no
-# setting), and raises this when it does not. A machine busy with other work can miss that window; the start
-# is tried again, after ending the processes the failed start left behind.
-START_TIMED_OUT = "timed out during startup"
+# What Ray 2.60 raises when a starting node misses one of its start-up windows, which a machine busy with other
+# work can: its raylet's 30 s to register with the GCS (a constant in node.py, with no setting), and the GCS's
+# 30 s to write the port file it listens on (`wait_for_persisted_port` in _raylet). The start is tried again,
+# after ending the processes the failed start left behind; any other failure is raised at once.
+START_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
 START_ATTEMPTS = 3
 
 
@@ -95,12 +96,12 @@ def start_ray(**kwargs: Any) -> None:
             ray.init(**kwargs)
             return
         except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for a node that did not start
-            if START_TIMED_OUT not in str(err) or attempt == START_ATTEMPTS:
+            if not any(timeout in str(err) for timeout in START_TIMEOUTS) or attempt == START_ATTEMPTS:
                 raise
             ray.shutdown()
             _end(_child_processes() - before)
-            print(f"Ray's node did not register within Ray's 30 s (a busy machine?); starting Ray again, attempt "
-                  f"{attempt + 1} of {START_ATTEMPTS}", file=sys.stderr, flush=True)
+            print(f"Ray's node did not start within Ray's 30 s (a busy machine?): {err}; starting Ray again, "
+                  f"attempt {attempt + 1} of {START_ATTEMPTS}", file=sys.stderr, flush=True)
 
 
 def _child_processes() -> set:
